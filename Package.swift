@@ -1,0 +1,34 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "UVBind",
+    products: [
+        .library(name: "UVBind", targets: ["UVBind"]),
+        .executable(name: "directd", targets: ["directd"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // libuv, as the system provides it (Debian: libuv1-dev).
+        .systemLibrary(
+            name: "CUV",
+            path: "Modules/CUV",
+            pkgConfig: "libuv",
+            providers: [.apt(["libuv1-dev"])]
+        ),
+        // The bind core. Depends on libuv and the standard library only: C hosts link it.
+        .target(name: "UVBind", dependencies: ["CUV"]),
+        .executableTarget(
+            name: "directd",
+            dependencies: [
+                "UVBind", "CUV",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "UVBindTests", dependencies: ["UVBind", "CUV"]),
+        .testTarget(name: "directdTests", dependencies: ["directd"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

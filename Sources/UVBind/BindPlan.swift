@@ -1,0 +1,211 @@
+/// One socket to open: an address and port, and whether failing to open it is fatal.
+public struct ListenTarget: Hashable, Sendable {
+    public let address: SocketAddress
+    /// Only for the empty value: a family the host cannot open is skipped with a
+    /// warning, as long as the other family opens.
+    public let optional: Bool
+
+    public init(address: SocketAddress, optional: Bool = false) {
+        self.address = address
+        self.optional = optional
+    }
+
+    /// IPv6 listeners never accept IPv4 (`UV_TCP_IPV6ONLY`): `::` means IPv6 only.
+    public var ipv6Only: Bool { address.family == .ipv6 }
+}
+
+/// A bind value matched to this machine: the exact sockets to open, or an error.
+public struct BindPlan: Sendable {
+    /// The bind value as configured.
+    public let value: String
+    public let port: UInt16
+    public let targets: [ListenTarget]
+    /// What the resolver decided on the operator's behalf (a zone it inferred,
+    /// a family it left out, a mapped address it bound as IPv4), for the log.
+    public let notes: [String]
+
+    /// Reads `value` and resolves it against `interfaces` (the machine's by default).
+    public init(value: String, port: UInt16, interfaces: InterfaceTable? = nil) throws(BindError) {
+        let parsed = try BindValue(parsing: value)
+        let table = if let interfaces { interfaces } else { try InterfaceTable.current() }
+        try self.init(parsed, port: port, interfaces: table)
+    }
+
+    public init(_ value: BindValue, port: UInt16, interfaces: InterfaceTable) throws(BindError) {
+        var resolver = Resolver(value: value.text, port: port, table: interfaces)
+        for (text, element) in value.elements {
+            try resolver.add(element, text: text)
+        }
+        self.value = value.text
+        self.port = port
+        self.targets = resolver.deduplicated()
+        self.notes = resolver.notes
+    }
+}
+
+/// Turns elements into targets, one at a time, collecting notes.
+private struct Resolver {
+    let value: String
+    let port: UInt16
+    let table: InterfaceTable
+    var targets: [ListenTarget] = []
+    var notes: [String] = []
+
+    init(value: String, port: UInt16, table: InterfaceTable) {
+        self.value = value
+        self.port = port
+        self.table = table
+    }
+
+    mutating func add(_ element: BindValue.Element, text: String) throws(BindError) {
+        switch element {
+        case .allInterfaces:
+            addAllInterfaces()
+        case .ipv4(let address):
+            try addIPv4(address, text: text)
+        case .ipv6(let address, let zone):
+            try addIPv6(address, zone: zone, text: text)
+        case .interface(let name):
+            try addInterface(name, text: text)
+        }
+    }
+
+    /// `0.0.0.0` and `::`, leaving out a family the host has no address of at all
+    /// (IPv6 disabled, say) when the other family has addresses.
+    private mutating func addAllInterfaces() {
+        let v4 = table.hasFamily(.ipv4), v6 = table.hasFamily(.ipv6)
+        if v4 || !v6 {
+            targets.append(ListenTarget(address: SocketAddress(ip: .v4(.any), port: port), optional: true))
+        } else {
+            notes.append("warning: IPv4 is not available on this host (no interface has an IPv4 address); listening on IPv6 only")
+        }
+        if v6 || !v4 {
+            targets.append(ListenTarget(address: SocketAddress(ip: .v6(.any), port: port), optional: true))
+        } else {
+            notes.append("warning: IPv6 is not available on this host (no interface has an IPv6 address); listening on IPv4 only")
+        }
+    }
+
+    private mutating func addIPv4(_ address: IPv4Address, text: String) throws(BindError) {
+        let target = SocketAddress(ip: .v4(address), port: port)
+        try requireFamily(of: target)
+        if !address.isAny, !table.isLocal(.v4(address), scopeID: 0) {
+            throw notAvailable(target)
+        }
+        targets.append(ListenTarget(address: target))
+    }
+
+    private mutating func addIPv6(_ address: IPv6Address, zone: String?, text: String) throws(BindError) {
+        if let mapped = address.ipv4Mapped {
+            guard zone == nil else {
+                throw formatError(text, "a zone does not apply to an IPv4-mapped address")
+            }
+            notes.append("\(address) is an IPv4-mapped address: listening on \(mapped) (IPv4)")
+            return try addIPv4(mapped, text: text)
+        }
+        var target = SocketAddress(ip: .v6(address), port: port)
+        try requireFamily(of: target)
+        if let zone {
+            guard address.isLinkLocal else {
+                throw formatError(text, "a zone (%\(zone)) applies only to link-local addresses (fe80::/10)")
+            }
+            let index = zone.allDecimal ? UInt32(zone).flatMap { table.name(ofIndex: $0) == nil ? nil : $0 }
+                                        : table.index(ofInterface: zone)
+            guard let index else {
+                throw BindError(kind: .unknownZone, value: value, element: text, step: .resolve,
+                                detail: "no interface \(zone.allDecimal ? "has index" : "is named") \(zone)",
+                                remedy: "Interfaces here: \(table.interfaceIndexSummary). Write the zone as fe80::1%eth0")
+            }
+            target.scopeID = index
+            target.zone = table.name(ofIndex: index)
+        } else if address.isLinkLocal {
+            let holders = table.addresses.filter { $0.ip == .v6(address) }
+            guard holders.count == 1, let holder = holders.first else {
+                throw linkLocalWithoutZone(address, text: text, holders: holders)
+            }
+            target.scopeID = holder.index
+            target.zone = holder.interface
+            notes.append("\(address) is held by \(holder.interface) only: listening on \(target.host)")
+        }
+        if !address.isAny, !table.isLocal(target.ip, scopeID: target.scopeID) {
+            throw notAvailable(target)
+        }
+        targets.append(ListenTarget(address: target))
+    }
+
+    private mutating func addInterface(_ name: String, text: String) throws(BindError) {
+        let held = table.addresses(of: name)
+        guard table.index(ofInterface: name) != nil || !held.isEmpty else {
+            throw BindError(kind: .unknownInterface, value: value, element: name, step: .resolve,
+                            detail: "no local interface has that name, and host names are not resolved",
+                            remedy: "Expected an IP address of this machine or one of its interfaces: \(table.nameSummary) (ip addr show lists their addresses)")
+        }
+        guard !held.isEmpty else {
+            throw BindError(kind: .interfaceWithoutAddresses, value: value, element: name, step: .resolve,
+                            detail: "it holds no IP address, or it is down, so there is nothing to listen on",
+                            remedy: "Bring it up and give it an address (ip link set \(name) up; ip addr add ... dev \(name)), or choose another interface")
+        }
+        for entry in held {
+            let scope = entry.ip.isLinkLocal ? entry.index : 0
+            targets.append(ListenTarget(address: SocketAddress(
+                ip: entry.ip, port: port, scopeID: scope, zone: scope == 0 ? nil : name)))
+        }
+    }
+
+    /// The union of the targets, in order: exact duplicates dropped, and addresses
+    /// of a family whose wildcard is also listed dropped too (`0.0.0.0` covers them,
+    /// and the kernel would refuse the second bind with EADDRINUSE).
+    mutating func deduplicated() -> [ListenTarget] {
+        let wildcards = Set(targets.filter { $0.address.ip.isAny && !$0.optional }.map(\.address.family))
+        var seen = Set<SocketAddress>(), result: [ListenTarget] = []
+        for target in targets {
+            let address = target.address
+            if !address.ip.isAny, wildcards.contains(address.family) {
+                notes.append("\(address.host) is already covered by \(address.family == .ipv4 ? "0.0.0.0" : "::")")
+                continue
+            }
+            if seen.insert(address).inserted { result.append(target) }
+        }
+        return result
+    }
+
+    private func requireFamily(of target: SocketAddress) throws(BindError) {
+        // A table with no address at all (every interface down) proves nothing; let
+        // the kernel decide then.
+        guard table.addresses.isEmpty || table.hasFamily(target.family) else {
+            throw BindError.call(.resolve, failedWith: .familyNotSupported, value: value,
+                                 address: target, interfaces: table)
+        }
+    }
+
+    private func notAvailable(_ target: SocketAddress) -> BindError {
+        BindError.call(.resolve, failedWith: .addressNotAvailable, value: value, address: target, interfaces: table)
+    }
+
+    private func formatError(_ text: String, _ detail: String) -> BindError {
+        BindError(kind: .invalidFormat, value: value, element: text, step: .parse,
+                  detail: detail, remedy: BindValue.expected)
+    }
+
+    private func linkLocalWithoutZone(_ address: IPv6Address, text: String,
+                                      holders: [InterfaceAddress]) -> BindError {
+        let candidates = holders.isEmpty
+            ? Array(Set(table.addresses.filter(\.ip.isLinkLocal).map(\.interface))).sorted()
+            : holders.map(\.interface)
+        let example = "\(address)%\(candidates.first ?? "eth0")"
+        let detail = holders.isEmpty
+            ? "no interface holds \(address), and a link-local address is only meaningful with its interface"
+            : "\(address) is held by \(candidates.count) interfaces (\(candidates.joined(separator: ", "))), so it is ambiguous"
+        let known = candidates.isEmpty ? "" : "; candidate interfaces: \(candidates.joined(separator: ", "))"
+        return BindError(kind: .linkLocalWithoutZone, value: value, element: text, step: .resolve,
+                         detail: detail,
+                         remedy: "Name the interface after a \"%\", as in \(example)\(known)")
+    }
+}
+
+extension InterfaceTable {
+    /// `lo (1), eth0 (2)`, for zone errors.
+    var interfaceIndexSummary: String {
+        interfaces.isEmpty ? "none" : interfaces.map { "\($0.name) (\($0.index))" }.joined(separator: ", ")
+    }
+}

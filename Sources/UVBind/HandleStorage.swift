@@ -1,0 +1,80 @@
+import CUV
+
+/// The one place where Swift objects and libuv handles meet; all of UVBind's (and
+/// directd's) unsafe pointer code for handle lifetimes lives here.
+///
+/// libuv gives a callback the handle pointer and nothing else, so the Swift object
+/// that handles the event travels in the handle's `data` field. The rules:
+/// - `allocate` makes zeroed memory for a handle (libuv never touches `data`).
+/// - `attach` stores a *retained* reference to the owner in `data`: the owner
+///   lives at least as long as its handle, whatever the rest of the program drops.
+/// - `owner(of:)` reads that reference inside a callback without changing counts.
+/// - `close` calls `uv_close`; only its callback, when libuv is done with the
+///   handle, releases the owner and frees the memory. A handle whose init failed
+///   was never known to libuv and is `discard`ed instead.
+public enum HandleStorage {
+    public static func allocate<Handle>(_: Handle.Type) -> UnsafeMutablePointer<Handle> {
+        let size = MemoryLayout<Handle>.size
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: MemoryLayout<Handle>.alignment)
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+        return raw.bindMemory(to: Handle.self, capacity: 1)
+    }
+
+    public static func attach<Handle>(_ owner: AnyObject, to handle: UnsafeMutablePointer<Handle>) {
+        base(handle).pointee.data = Unmanaged.passRetained(owner).toOpaque()
+    }
+
+    /// The owner attached to a handle, inside one of its callbacks.
+    public static func owner<Owner: AnyObject, Handle>(of handle: UnsafeMutablePointer<Handle>?,
+                                                       as _: Owner.Type) -> Owner {
+        let data = base(handle!).pointee.data!
+        return Unmanaged<Owner>.fromOpaque(data).takeUnretainedValue()
+    }
+
+    /// The owner of a request (`uv_write_t`, `uv_shutdown_t`, `uv_connect_t`), stored
+    /// *unretained* with `attachUnretained`: requests belong to an object whose
+    /// handle keeps it alive, and libuv runs every request's callback (with
+    /// `UV_ECANCELED` if need be) before the handle's close callback.
+    public static func requestOwner<Owner: AnyObject>(of request: UnsafeMutableRawPointer?,
+                                                      as _: Owner.Type) -> Owner {
+        let data = request!.assumingMemoryBound(to: uv_req_t.self).pointee.data!
+        return Unmanaged<Owner>.fromOpaque(data).takeUnretainedValue()
+    }
+
+    public static func attachUnretained<Request>(_ owner: AnyObject, to request: UnsafeMutablePointer<Request>) {
+        UnsafeMutableRawPointer(request).assumingMemoryBound(to: uv_req_t.self).pointee.data =
+            Unmanaged.passUnretained(owner).toOpaque()
+    }
+
+    /// Closes a handle; the owner is released and the memory freed once libuv is done.
+    /// Closing a handle that is already closing does nothing.
+    public static func close<Handle>(_ handle: UnsafeMutablePointer<Handle>) {
+        let handle = base(handle)
+        guard uv_is_closing(handle) == 0 else { return }
+        uv_close(handle) { handle in
+            guard let handle else { return }
+            if let data = handle.pointee.data {
+                Unmanaged<AnyObject>.fromOpaque(data).release()
+            }
+            UnsafeMutableRawPointer(handle).deallocate()
+        }
+    }
+
+    /// Frees a handle that libuv never initialised (its init call failed).
+    public static func discard<Handle>(_ handle: UnsafeMutablePointer<Handle>) {
+        if let data = base(handle).pointee.data {
+            Unmanaged<AnyObject>.fromOpaque(data).release()
+        }
+        UnsafeMutableRawPointer(handle).deallocate()
+    }
+
+    /// Every handle type starts with the `uv_handle_t` fields.
+    public static func base<Handle>(_ handle: UnsafeMutablePointer<Handle>) -> UnsafeMutablePointer<uv_handle_t> {
+        UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self)
+    }
+
+    /// Every stream handle (TCP, pipe, TTY) starts with the `uv_stream_t` fields.
+    public static func stream<Handle>(_ handle: UnsafeMutablePointer<Handle>) -> UnsafeMutablePointer<uv_stream_t> {
+        UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_stream_t.self)
+    }
+}

@@ -1,0 +1,99 @@
+import CUV
+
+/// One listening TCP socket on a libuv loop.
+///
+/// Opened by `ListenerGroup` (or `Listener.open`), closed with `close()`; its
+/// memory goes when libuv's close callback has run. Loop thread only.
+public final class Listener {
+    public typealias ConnectionHandler = (Listener, UVError?) -> Void
+
+    /// What was asked for.
+    public let target: ListenTarget
+    /// Where the socket is really bound (`uv_tcp_getsockname`), with the kernel's port.
+    public private(set) var address: SocketAddress
+    /// The handle, as a stream for `uv_accept`. Valid until `close()`.
+    public let handle: UnsafeMutablePointer<uv_tcp_t>
+    private var onConnection: ConnectionHandler?
+    public private(set) var isClosed = false
+
+    private init(target: ListenTarget, handle: UnsafeMutablePointer<uv_tcp_t>) {
+        self.target = target
+        self.address = target.address
+        self.handle = handle
+    }
+
+    public var stream: UnsafeMutablePointer<uv_stream_t> { HandleStorage.stream(handle) }
+
+    /// Creates the socket, binds it (IPv6 only for IPv6), listens and reads back the
+    /// bound address. On any failure the socket is already closed when this throws.
+    public static func open(_ target: ListenTarget, value: String, loop: UnsafeMutablePointer<uv_loop_t>,
+                            backlog: Int32, interfaces: InterfaceTable? = nil,
+                            onConnection: @escaping ConnectionHandler) throws(BindError) -> Listener {
+        let address = target.address
+        func failure(_ step: BindError.Step, _ code: UVError) -> BindError {
+            BindError.call(step, failedWith: code, value: value, address: address,
+                           interfaces: code == .addressNotAvailable ? (interfaces ?? (try? InterfaceTable.current())) : interfaces)
+        }
+
+        let handle = HandleStorage.allocate(uv_tcp_t.self)
+        let family = address.family == .ipv6 ? AF_INET6 : AF_INET
+        if let error = UVError.check(uv_tcp_init_ex(loop, handle, UInt32(family))) {
+            HandleStorage.discard(handle)
+            throw failure(.socket, error)
+        }
+        let listener = Listener(target: target, handle: handle)
+        HandleStorage.attach(listener, to: handle)
+
+        let flags = target.ipv6Only ? UV_TCP_IPV6ONLY.rawValue : 0
+        // libuv defers EADDRINUSE from bind to uv_listen; both steps are checked.
+        if let error = UVError.check(address.withSockaddr { uv_tcp_bind(handle, $0, UInt32(flags)) }) {
+            listener.close()
+            throw failure(.bind, error)
+        }
+        let listening = uv_listen(listener.stream, backlog) { server, status in
+            let listener = HandleStorage.owner(of: server, as: Listener.self)
+            listener.onConnection?(listener, UVError.check(status))
+        }
+        if let error = UVError.check(listening) {
+            listener.close()
+            throw failure(.listen, error)
+        }
+        do throws(UVError) {
+            listener.address = try listener.boundAddress()
+        } catch {
+            listener.close()
+            throw failure(.getsockname, error)
+        }
+        listener.onConnection = onConnection
+        return listener
+    }
+
+    private func boundAddress() throws(UVError) -> SocketAddress {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        let result = withUnsafeMutablePointer(to: &storage) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                (uv_tcp_getsockname(handle, sa, &length), SocketAddress(sa))
+            }
+        }
+        if let error = UVError.check(result.0) { throw error }
+        guard var bound = result.1 else { throw UVError.familyNotSupported }
+        // Keep the name the operator knows the zone by.
+        if bound.scopeID == target.address.scopeID { bound.zone = target.address.zone }
+        return bound
+    }
+
+    /// Accepts a pending connection into an initialised client stream.
+    public func accept(into client: UnsafeMutablePointer<uv_stream_t>) -> UVError? {
+        UVError.check(uv_accept(stream, client))
+    }
+
+    /// Stops listening at once (the socket closes now); memory goes after the loop
+    /// runs the close callback. Closing twice does nothing.
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        onConnection = nil
+        HandleStorage.close(handle)
+    }
+}
