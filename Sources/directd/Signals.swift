@@ -1,0 +1,29 @@
+import CUV
+import UVBind
+
+/// A signal watched on the loop (SIGINT, SIGTERM), delivered as a loop callback.
+final class SignalWatcher {
+    private let handle: UnsafeMutablePointer<uv_signal_t>
+    private let action: (Int32) -> Void
+
+    init(loop: UnsafeMutablePointer<uv_loop_t>, signal: Int32, action: @escaping (Int32) -> Void) throws(UVError) {
+        handle = HandleStorage.allocate(uv_signal_t.self)
+        self.action = action
+        if let error = UVError.check(uv_signal_init(loop, handle)) {
+            HandleStorage.discard(handle)
+            throw error
+        }
+        HandleStorage.attach(self, to: handle)
+        let result = uv_signal_start(handle, { handle, signal in
+            HandleStorage.owner(of: handle, as: SignalWatcher.self).action(signal)
+        }, signal)
+        if let error = UVError.check(result) {
+            HandleStorage.close(handle)
+            throw error
+        }
+    }
+
+    func close() {
+        HandleStorage.close(handle)
+    }
+}
