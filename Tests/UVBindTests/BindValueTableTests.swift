@@ -1,0 +1,180 @@
+import Testing
+@testable import UVBind
+
+/// The bind-value grammar, end to end through the resolver, on a made-up machine.
+struct BindValueTableTests {
+    enum Outcome: Sendable, CustomStringConvertible {
+        case listen([String])
+        case error(BindError.Kind)
+
+        var description: String {
+            switch self {
+            case .listen(let addresses): "listen \(addresses)"
+            case .error(let kind): "error \(kind)"
+            }
+        }
+    }
+
+    struct Case: Sendable, CustomTestStringConvertible {
+        let value: String
+        let outcome: Outcome
+        var ipv4Only = false
+        var testDescription: String { "\"\(value)\"\(ipv4Only ? " (IPv4-only host)" : "") → \(outcome)" }
+    }
+
+    static let port: UInt16 = 21118
+
+    static func ok(_ value: String, _ addresses: String...) -> Case {
+        Case(value: value, outcome: .listen(addresses))
+    }
+
+    static func fail(_ value: String, _ kind: BindError.Kind) -> Case {
+        Case(value: value, outcome: .error(kind))
+    }
+
+    static let cases: [Case] = [
+        // Rule 1: empty, missing or white space: both wildcards.
+        ok("", "0.0.0.0:21118", "[::]:21118"),
+        ok("   ", "0.0.0.0:21118", "[::]:21118"),
+        ok("\t \n", "0.0.0.0:21118", "[::]:21118"),
+        Case(value: "", outcome: .listen(["0.0.0.0:21118"]), ipv4Only: true),
+        // Rule 2: strict dotted quad.
+        ok("127.0.0.1", "127.0.0.1:21118"),
+        ok("  127.0.0.1  ", "127.0.0.1:21118"),
+        ok("127.0.0.2", "127.0.0.2:21118"),
+        ok("127.255.255.254", "127.255.255.254:21118"),
+        ok("192.0.2.10", "192.0.2.10:21118"),
+        fail("999.999.999.999", .invalidFormat),
+        fail("256.0.0.1", .invalidFormat),
+        fail("127.1", .invalidFormat),
+        fail("1.2.3", .invalidFormat),
+        fail("1.2.3.4.5", .invalidFormat),
+        fail("010.0.0.1", .invalidFormat),
+        fail("1..2.3", .invalidFormat),
+        fail("1.2.3.4x", .invalidFormat),
+        fail("1.2.3.4 5", .invalidFormat),
+        fail("0x7f.0.0.1", .invalidFormat),
+        fail("2130706433", .invalidFormat),
+        fail("127.0.0.1%eth0", .invalidFormat),
+        // Rule 3: IPv6 text forms, brackets, zones.
+        ok("::1", "[::1]:21118"),
+        ok("[::1]", "[::1]:21118"),
+        ok("0:0:0:0:0:0:0:1", "[::1]:21118"),
+        ok("::0.0.0.1", "[::1]:21118"),
+        ok("2001:db8::10", "[2001:db8::10]:21118"),
+        ok("2001:DB8:0:0:0:0:0:10", "[2001:db8::10]:21118"),
+        ok("2001:0db8:0000:0000:0000:0000:0000:0010", "[2001:db8::10]:21118"),
+        ok("[2001:db8::10]", "[2001:db8::10]:21118"),
+        ok("fe80::1%eth0", "[fe80::1%eth0]:21118"),
+        ok("fe80::1%2", "[fe80::1%eth0]:21118"),
+        ok("[fe80::1%wg0]", "[fe80::1%wg0]:21118"),
+        ok("fe80::abcd", "[fe80::abcd%eth1]:21118"),
+        ok("FE80::ABCD", "[fe80::abcd%eth1]:21118"),
+        ok("::ffff:127.0.0.1", "127.0.0.1:21118"),
+        ok("::ffff:7f00:1", "127.0.0.1:21118"),
+        fail("1:2:3:4:5:6:7:8:9", .invalidFormat),
+        fail("1:2:3:4:5:6:7", .invalidFormat),
+        fail("1::2::3", .invalidFormat),
+        fail("12345::1", .invalidFormat),
+        fail("g::1", .invalidFormat),
+        fail(":1::", .invalidFormat),
+        fail(":::", .invalidFormat),
+        fail("1.2.3.4::", .invalidFormat),
+        fail("::ffff:1.2.3.256", .invalidFormat),
+        fail("[::1", .invalidFormat),
+        fail("::1]", .invalidFormat),
+        fail("[::1]x", .invalidFormat),
+        fail("fe80::1%", .invalidFormat),
+        fail("2001:db8::10%eth0", .invalidFormat),
+        fail("::ffff:127.0.0.1%lo", .invalidFormat),
+        fail("fe80::1%eth9", .unknownZone),
+        fail("fe80::1%99", .unknownZone),
+        fail("fe80::1", .linkLocalWithoutZone),
+        fail("[fe80::1]", .linkLocalWithoutZone),
+        fail("fe80::2", .linkLocalWithoutZone),
+        // Rule 4: the wildcards, one family each.
+        ok("0.0.0.0", "0.0.0.0:21118"),
+        ok("::", "[::]:21118"),
+        ok("[::]", "[::]:21118"),
+        // Rule 5: interface names.
+        ok("lo", "127.0.0.1:21118", "[::1]:21118"),
+        ok("eth0", "192.0.2.10:21118", "[2001:db8::10]:21118", "[fe80::1%eth0]:21118"),
+        fail("down0", .interfaceWithoutAddresses),
+        fail("eth9", .unknownInterface),
+        fail("averyveryverylongname", .invalidFormat),
+        fail("a/b", .invalidFormat),
+        // Rule 6: lists, union without duplicates; one bad element rejects all.
+        ok("127.0.0.1,::1", "127.0.0.1:21118", "[::1]:21118"),
+        ok("127.0.0.1 , ::1", "127.0.0.1:21118", "[::1]:21118"),
+        ok("127.0.0.1,127.0.0.1", "127.0.0.1:21118"),
+        ok("lo,127.0.0.1,::1", "127.0.0.1:21118", "[::1]:21118"),
+        ok("::ffff:192.0.2.10,192.0.2.10", "192.0.2.10:21118"),
+        ok("0.0.0.0,127.0.0.1", "0.0.0.0:21118"),
+        ok("::1,::,127.0.0.1", "[::]:21118", "127.0.0.1:21118"),
+        ok("fe80::1%eth0,fe80::1%wg0", "[fe80::1%eth0]:21118", "[fe80::1%wg0]:21118"),
+        ok("eth1,wg0", "198.51.100.4:21118", "[fe80::abcd%eth1]:21118", "203.0.113.7:21118", "[fe80::1%wg0]:21118"),
+        fail("127.0.0.1,999.1.1.1", .invalidFormat),
+        fail("127.0.0.1,,::1", .invalidFormat),
+        fail("127.0.0.1,", .invalidFormat),
+        fail(",127.0.0.1", .invalidFormat),
+        fail("127.0.0.1,eth9", .unknownInterface),
+        fail("127.0.0.1,203.0.113.99", .addressNotAvailable),
+        // Rule 7: host names and ports are not bind values.
+        fail("localhost", .unknownInterface),
+        fail("example.com", .unknownInterface),
+        fail("1.2.3.4:80", .invalidFormat),
+        fail("[::1]:80", .invalidFormat),
+        // Addresses that are well formed but not this machine's.
+        fail("203.0.113.9", .addressNotAvailable),
+        fail("192.0.2.11", .addressNotAvailable),
+        fail("2001:db8::99", .addressNotAvailable),
+        fail("fe80::1%eth1", .addressNotAvailable),
+        // A family the host does not have.
+        Case(value: "::1", outcome: .error(.familyNotSupported), ipv4Only: true),
+        Case(value: "::", outcome: .error(.familyNotSupported), ipv4Only: true),
+        Case(value: "lo", outcome: .listen(["127.0.0.1:21118"]), ipv4Only: true),
+    ]
+
+    @Test("at least 60 values are covered")
+    func tableIsLargeEnough() {
+        #expect(Self.cases.count >= 60)
+    }
+
+    @Test(arguments: cases)
+    func resolves(_ testCase: Case) {
+        let table = testCase.ipv4Only ? Fixtures.ipv4Only : Fixtures.machine
+        let result = Result { () throws(BindError) in
+            try BindPlan(value: testCase.value, port: Self.port, interfaces: table)
+        }
+        switch (testCase.outcome, result) {
+        case (.listen(let expected), .success(let plan)):
+            #expect(plan.targets.map(\.address.description) == expected)
+            #expect(plan.targets.allSatisfy { $0.address.family == .ipv4 || $0.ipv6Only },
+                    "every IPv6 listener is IPv6-only")
+        case (.error(let kind), .failure(let error)):
+            #expect(error.kind == kind, "\(error)")
+            #expect(error.value == testCase.value)
+        case (_, .success(let plan)):
+            Issue.record("expected \(testCase.outcome), got \(plan.targets.map(\.address.description))")
+        case (_, .failure(let error)):
+            Issue.record("expected \(testCase.outcome), got \(error.kind): \(error)")
+        }
+    }
+
+    @Test func emptyValueOnIPv4OnlyHostWarns() throws {
+        let plan = try BindPlan(value: "", port: 1, interfaces: Fixtures.ipv4Only)
+        #expect(plan.notes.contains { $0.hasPrefix("warning: IPv6 is not available") })
+    }
+
+    @Test func inferredZoneIsReported() throws {
+        let plan = try BindPlan(value: "fe80::abcd", port: 1, interfaces: Fixtures.machine)
+        #expect(plan.notes == ["fe80::abcd is held by eth1 only: listening on fe80::abcd%eth1"])
+        #expect(plan.targets.first?.address.scopeID == 4)
+    }
+
+    @Test func mappedAddressIsReportedAsIPv4() throws {
+        let plan = try BindPlan(value: "::ffff:127.0.0.1", port: 1, interfaces: Fixtures.machine)
+        #expect(plan.targets.map(\.address.family) == [.ipv4])
+        #expect(plan.notes.first?.contains("listening on 127.0.0.1 (IPv4)") == true)
+    }
+}
