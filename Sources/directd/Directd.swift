@@ -75,6 +75,13 @@ struct Serve: ParsableCommand {
         // A peer that disappears must not kill the process with SIGPIPE; the write
         // then fails with EPIPE and that connection closes.
         signal(SIGPIPE, SIG_IGN)
+        // A parent may have started us with SIGINT/SIGTERM blocked (some test
+        // runners and supervisors do); unblock them or a stop request never arrives.
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        sigaddset(&stopSignals, SIGINT)
+        sigaddset(&stopSignals, SIGTERM)
+        sigprocmask(SIG_UNBLOCK, &stopSignals, nil)
         let server = Server(loop: uv_default_loop())
         do {
             try server.listen(plan, backlog: settings.backlog)

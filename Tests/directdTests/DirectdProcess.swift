@@ -1,0 +1,144 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The directd binary that `swift test` built next to the test bundle.
+let directdPath: String = {
+    if let path = ProcessInfo.processInfo.environment["DIRECTD"] { return path }
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("directd").path
+}()
+
+struct Finished {
+    let status: Int32
+    let stdout: String
+    let stderr: String
+}
+
+/// Runs directd (or `executable`) to completion, bounded by `timeout` seconds.
+func runDirectd(_ arguments: [String], executable: String = directdPath, prefix: [String] = [],
+                timeout: Double = 20) throws -> Finished {
+    let process = Process()
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("directd-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let out = directory.appendingPathComponent("out"), err = directory.appendingPathComponent("err")
+    _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: err.path, contents: nil)
+    if prefix.isEmpty {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+    } else {
+        process.executableURL = URL(fileURLWithPath: prefix[0])
+        process.arguments = Array(prefix.dropFirst()) + [executable] + arguments
+    }
+    process.standardOutput = try FileHandle(forWritingTo: out)
+    process.standardError = try FileHandle(forWritingTo: err)
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while process.isRunning, Date() < deadline { usleep(10_000) }
+    if process.isRunning {
+        process.terminate()
+        process.waitUntilExit()
+        throw TestFailure("directd \(arguments) did not finish within \(timeout) s")
+    }
+    process.waitUntilExit()
+    return Finished(status: process.terminationStatus,
+                    stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
+                    stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "")
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A directd serving in the background, its log in a file.
+final class Daemon {
+    let process = Process()
+    let log: URL
+    private(set) var listening: [String] = []
+
+    /// Starts directd and waits (bounded) until it has logged `serving echo` or exited.
+    init(_ arguments: [String]) throws {
+        log = FileManager.default.temporaryDirectory.appendingPathComponent("directd-\(UUID().uuidString).log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        process.executableURL = URL(fileURLWithPath: directdPath)
+        process.arguments = arguments
+        process.standardError = try FileHandle(forWritingTo: log)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, process.isRunning, !logText.contains("serving echo") { usleep(10_000) }
+        guard logText.contains("serving echo") else {
+            stop()
+            throw TestFailure("directd did not start: \(logText)")
+        }
+        listening = logText.split(separator: "\n")
+            .filter { $0.hasPrefix("listening on ") }
+            .map { String($0.dropFirst("listening on ".count)) }
+    }
+
+    var logText: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+
+    /// The port of the first listener.
+    var port: UInt16 {
+        UInt16(listening.first!.split(separator: ":").last!)!
+    }
+
+    /// Sends a signal and waits (bounded) for the exit; returns the status.
+    @discardableResult
+    func stop(signal: Int32 = SIGTERM, timeout: Double = 15) -> Int32? {
+        if process.isRunning { kill(process.processIdentifier, signal) }
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return nil
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+        try? FileManager.default.removeItem(at: log)
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the kernel does not hand it
+/// out again at once).
+func freePort() throws -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa -> Bool in
+            bind(fd, sa, length) == 0 && getsockname(fd, sa, &length) == 0
+        }
+    }
+    guard bound else { throw TestFailure("no free port") }
+    return UInt16(bigEndian: address.sin_port)
+}
+
+/// Ports with a listening socket on them, from the kernel's tables.
+func listeningPorts() -> Set<UInt16> {
+    var ports = Set<UInt16>()
+    for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
+        for line in text.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            guard fields.count > 3, fields[3] == "0A",
+                  let port = fields[1].split(separator: ":").last.flatMap({ UInt16($0, radix: 16) }) else { continue }
+            ports.insert(port)
+        }
+    }
+    return ports
+}

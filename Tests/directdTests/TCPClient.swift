@@ -1,0 +1,98 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blocking TCP client on loopback, with a receive timeout so no test can hang.
+final class TCPClient: Sendable {
+    let fd: Int32
+
+    init(host: String, port: UInt16) throws {
+        let v6 = host.contains(":")
+        fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket: \(errno)") }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var result: Int32
+        if v6 {
+            var address = sockaddr_in6()
+            address.sin6_family = sa_family_t(AF_INET6)
+            address.sin6_port = port.bigEndian
+            inet_pton(AF_INET6, host, &address.sin6_addr)
+            result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+            }
+        } else {
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = port.bigEndian
+            inet_pton(AF_INET, host, &address.sin_addr)
+            result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+        guard result == 0 else {
+            let code = errno
+            close(fd)
+            throw TestFailure("connect to \(host):\(port): \(String(cString: strerror(code)))")
+        }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent < 0 { if errno == EINTR { continue }; return false }
+            offset += sent
+        }
+        return true
+    }
+
+    /// Half-close: no more data from us; the peer sees EOF.
+    func finishSending() { shutdown(fd, Int32(SHUT_WR)) }
+
+    /// Reads until EOF (nil on error or timeout), at most `limit` bytes.
+    func receiveAll(limit: Int = 64 << 20) -> [UInt8]? {
+        var data: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while data.count <= limit {
+            let got = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if got == 0 { return data }
+            if got < 0 { if errno == EINTR { continue }; return nil }
+            data += chunk[0..<got]
+        }
+        return nil
+    }
+
+    /// Sends without blocking until the socket refuses more; returns the bytes taken.
+    func sendUntilBlocked(_ chunk: [UInt8], limit: Int) -> Int {
+        var total = 0
+        while total < limit {
+            let sent = chunk.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            if sent < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            total += sent
+        }
+        return total
+    }
+}
+
+func randomBytes(_ count: Int) -> [UInt8] {
+    var generator = SystemRandomNumberGenerator()
+    var bytes = [UInt8](repeating: 0, count: count)
+    bytes.withUnsafeMutableBytes { raw in
+        var offset = 0
+        while offset < raw.count {
+            var word = generator.next()
+            let take = min(8, raw.count - offset)
+            withUnsafeBytes(of: &word) { raw[offset..<offset + take].copyBytes(from: $0.prefix(take)) }
+            offset += take
+        }
+    }
+    return bytes
+}
