@@ -53,12 +53,8 @@ struct ConfigOptions: ParsableArguments {
             let settings = try settings()
             settings.warnings.forEach { Log.warning($0) }
             return (settings, try BindPlan(value: settings.bindInterface, port: settings.port))
-        } catch let error as BindError {
-            Log.error(error.description)
-            throw ExitCode(ExitStatus(error).rawValue)
-        } catch let error as ConfigError {
-            Log.error(error.description)
-            throw ExitCode(ExitStatus.config.rawValue)
+        } catch {
+            throw ExitStatus.report(error)
         }
     }
 }
@@ -86,16 +82,10 @@ struct Serve: ParsableCommand {
         do {
             try server.listen(plan, backlog: settings.backlog)
             try server.watchSignals()
-        } catch let error as BindError {
-            Log.error(error.description)
-            server.stop()
-            server.run()
-            throw ExitCode(ExitStatus(error).rawValue)
         } catch {
-            Log.error("cannot watch signals: \(error)")
             server.stop()
-            server.run()
-            throw ExitCode(ExitStatus.software.rawValue)
+            server.run()   // lets libuv finish closing what did open
+            throw ExitStatus.report(error)
         }
         Log.info("serving echo")
         server.run()
@@ -129,8 +119,7 @@ struct Interfaces: ParsableCommand {
         do {
             table = try InterfaceTable.current()
         } catch {
-            Log.error(error.description)
-            throw ExitCode(ExitStatus.software.rawValue)
+            throw ExitStatus.report(error)
         }
         for (name, index) in table.interfaces {
             let held = table.addresses(of: name)

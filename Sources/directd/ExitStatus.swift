@@ -1,3 +1,4 @@
+import ArgumentParser
 import UVBind
 
 /// directd's exit codes, from sysexits(3); the README lists them.
@@ -26,5 +27,22 @@ enum ExitStatus: Int32 {
         case .system:
             self = .software
         }
+    }
+}
+
+extension ExitStatus {
+    /// Logs a failure's message and gives the exit code it maps to.
+    static func report(_ error: any Error) -> ExitCode {
+        let status: ExitStatus
+        switch error {
+        case let error as BindError: status = ExitStatus(error)
+        case is ConfigError: status = .config
+        case let error as UVError:
+            Log.error("libuv failed: \(error)")
+            return ExitCode(ExitStatus.software.rawValue)
+        default: status = .software
+        }
+        Log.error("\(error)")
+        return ExitCode(status.rawValue)
     }
 }
