@@ -51,12 +51,16 @@ public enum HandleStorage {
     public static func close<Handle>(_ handle: UnsafeMutablePointer<Handle>) {
         let handle = base(handle)
         guard uv_is_closing(handle) == 0 else { return }
-        uv_close(handle) { handle in
-            guard let handle else { return }
-            if let data = handle.pointee.data {
-                Unmanaged<AnyObject>.fromOpaque(data).release()
-            }
-            UnsafeMutableRawPointer(handle).deallocate()
+        uv_close(handle, releaseClosedHandle)
+    }
+
+    /// Closes a TCP handle with a reset (RST) instead of an orderly FIN, so that
+    /// the peer learns the connection failed; falls back to a plain close when
+    /// libuv refuses (a shutdown is already pending, say).
+    public static func closeWithReset(_ handle: UnsafeMutablePointer<uv_tcp_t>) {
+        guard uv_is_closing(base(handle)) == 0 else { return }
+        if uv_tcp_close_reset(handle, releaseClosedHandle) != 0 {
+            uv_close(base(handle), releaseClosedHandle)
         }
     }
 
@@ -77,4 +81,14 @@ public enum HandleStorage {
     public static func stream<Handle>(_ handle: UnsafeMutablePointer<Handle>) -> UnsafeMutablePointer<uv_stream_t> {
         UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_stream_t.self)
     }
+}
+
+/// The close callback of every handle from `HandleStorage`: libuv is done with
+/// it, so the owner's reference goes and then the memory.
+private func releaseClosedHandle(_ handle: UnsafeMutablePointer<uv_handle_t>?) {
+    guard let handle else { return }
+    if let data = handle.pointee.data {
+        Unmanaged<AnyObject>.fromOpaque(data).release()
+    }
+    UnsafeMutableRawPointer(handle).deallocate()
 }

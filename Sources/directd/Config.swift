@@ -6,20 +6,99 @@ struct Settings {
     var bindInterface = ""
     var port = ListenPort.default
     var backlog: Int32 = 511
+    /// Relay every connection here; nil serves echo.
+    var forward: Upstream?
+    /// Only these clients may connect; nil allows every client.
+    var allowList: AllowList?
+    var maxConnections = 10_000
+    /// Seconds without a byte in either direction before a connection closes; 0 is off.
+    var idleTimeout = 0.0
+    /// Seconds an upstream has to accept a connection.
+    var connectTimeout = 5.0
+    /// Bytes queued for one side before reading from the other side stops.
+    var writeQueueLimit = 1 << 20
+    /// Seconds open connections get to finish after SIGINT or SIGTERM.
+    var grace = 10.0
+    var logLevel = LogLevel.info
     /// Things worth telling the operator that do not stop the start (unknown keys, say).
     var warnings: [String] = []
+
+    /// Sets one option from its text, as the config file or a flag gives it.
+    /// Every option is checked the same way whichever way it came.
+    mutating func set(_ key: String, _ text: String) throws {
+        switch key {
+        case "bind-interface": bindInterface = text
+        case "direct-access-port": port = try ListenPort.parse(text)
+        case "direct-forward":
+            let trimmed = text.trimmingCharacters(in: .whitespaces)
+            forward = trimmed.isEmpty ? nil : try Upstream(parsing: trimmed)
+        case "whitelist":
+            let trimmed = text.trimmingCharacters(in: .whitespaces)
+            allowList = trimmed.isEmpty ? nil : try AllowList(parsing: trimmed)
+        case "max-connections": maxConnections = try Self.count(key, text)
+        case "idle-timeout": idleTimeout = try Self.seconds(key, text)
+        case "connect-timeout":
+            connectTimeout = try Self.seconds(key, text)
+            guard connectTimeout > 0 else { throw ConfigError(description: "Invalid connect-timeout \"\(text)\": it must be above 0 seconds") }
+        case "write-queue-limit": writeQueueLimit = try Self.bytes(key, text)
+        case "grace": grace = try Self.seconds(key, text)
+        case "log-level":
+            guard let level = LogLevel(argument: text.trimmingCharacters(in: .whitespaces)) else {
+                throw ConfigError(description: "Invalid log-level \"\(text)\": expected one of \(LogLevel.allCases.map { "\($0)" }.joined(separator: ", "))")
+            }
+            logLevel = level
+        default:
+            preconditionFailure("unknown option \(key)")
+        }
+    }
+
+    static let options = [
+        "bind-interface", "direct-access-port", "direct-forward", "whitelist", "max-connections",
+        "idle-timeout", "connect-timeout", "write-queue-limit", "grace", "log-level",
+    ]
+
+    private static func count(_ key: String, _ text: String) throws(ConfigError) -> Int {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        guard let value = Int(trimmed), value > 0, trimmed.allSatisfy(\.isNumber) else {
+            throw ConfigError(description: "Invalid \(key) \"\(text)\": expected a whole number above 0")
+        }
+        return value
+    }
+
+    private static func seconds(_ key: String, _ text: String) throws(ConfigError) -> Double {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let number = trimmed.hasSuffix("s") ? String(trimmed.dropLast()) : trimmed
+        guard let value = Double(number), value.isFinite, value >= 0, value <= 86_400 * 365,
+              number.allSatisfy({ $0.isNumber || $0 == "." }) else {
+            throw ConfigError(description: "Invalid \(key) \"\(text)\": expected seconds, such as 5 or 0.5")
+        }
+        return value
+    }
+
+    private static func bytes(_ key: String, _ text: String) throws(ConfigError) -> Int {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30),
+                                      ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("", 1)]
+        for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
+            let number = trimmed.dropLast(suffix.count)
+            if let value = Int(number), value > 0, number.allSatisfy(\.isNumber),
+               value <= Int(Int32.max) / scale {
+                return value * scale
+            }
+            break
+        }
+        throw ConfigError(description: "Invalid \(key) \"\(text)\": expected a size in bytes above 0, such as 1048576 or 1MiB")
+    }
 }
 
-/// A config file that cannot be used: unreadable, not JSON, or a value of the wrong type.
+/// A config file or option that cannot be used: unreadable, not JSON, a wrong type or value.
 struct ConfigError: Error, CustomStringConvertible {
     let description: String
 }
 
 /// The spec's config file: `{"options": {"bind-interface": "...", "direct-access-port": "..."}}`.
-/// Values may be strings, as the spec's tool stores them, or numbers for the port.
+/// Values may be strings, as the spec's tool stores them, or numbers.
 enum ConfigFile {
-    static let knownOptions: Set<String> = ["bind-interface", "direct-access-port"]
-
     static func load(_ path: String, into settings: inout Settings) throws {
         let data: Data
         do {
@@ -43,21 +122,26 @@ enum ConfigFile {
         guard case .object(let options) = optionsValue else {
             throw ConfigError(description: "Config file \(path): \"options\" must be an object, found \(optionsValue.typeName)")
         }
-        for key in options.keys.sorted() where !knownOptions.contains(key) {
+        for key in options.keys.sorted() where !Settings.options.contains(key) {
             settings.warnings.append("config file \(path): ignoring unknown option \"\(key)\"")
         }
-        switch options["bind-interface"] {
-        case nil, .null: break
-        case .string(let value): settings.bindInterface = value
-        case let other?:
-            throw ConfigError(description: "Config file \(path): option \"bind-interface\" must be a string, found \(other.typeName)")
-        }
-        switch options["direct-access-port"] {
-        case nil, .null: break
-        case .string(let text): settings.port = try ListenPort.parse(text)
-        case .integer(let number): settings.port = try ListenPort.validate(number)
-        case let other?:
-            throw ConfigError(description: "Config file \(path): option \"direct-access-port\" must be a port number (0-65535) or a string holding one, found \(other.typeName)")
+        for key in Settings.options {
+            switch options[key] {
+            case nil, .null:
+                continue
+            case .string(let text):
+                try settings.set(key, text)
+            case .integer(let number) where key != "bind-interface":
+                if key == "direct-access-port" {
+                    settings.port = try ListenPort.validate(number)
+                } else {
+                    try settings.set(key, String(number))
+                }
+            case .number(let number) where ["idle-timeout", "connect-timeout", "grace"].contains(key):
+                try settings.set(key, String(number))
+            case let other?:
+                throw ConfigError(description: "Config file \(path): option \"\(key)\" must be \(key == "bind-interface" ? "a string" : "a string or a number"), found \(other.typeName)")
+            }
         }
     }
 

@@ -7,7 +7,7 @@ import UVBind
 struct Directd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "directd",
-        abstract: "A TCP server that listens exactly where its bind-interface says, and nowhere else.",
+        abstract: "A TCP front door that listens exactly where its bind-interface says, and nowhere else.",
         discussion: """
             Exit codes: 0 ok; 64 usage; 69 address not available, port in use or \
             address family unavailable; 70 internal error; 77 permission denied; \
@@ -18,16 +18,41 @@ struct Directd: ParsableCommand {
     )
 }
 
-/// The flags every command that reads a configuration shares.
+/// The flags every command that reads a configuration shares. Each one overrides
+/// the config file option of the same name, and is checked the same way.
 struct ConfigOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("JSON config file: {\"options\": {\"bind-interface\": ..., \"direct-access-port\": ...}}.", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("JSON config file: {\"options\": {\"bind-interface\": ..., ...}}.", valueName: "file"))
     var config: String?
 
-    @Option(name: .long, help: ArgumentHelp("Where to listen: empty for all interfaces; an IPv4 or IPv6 address; an interface name; or a comma-separated list. Overrides the config file.", valueName: "value"))
+    @Option(name: .long, help: ArgumentHelp("Where to listen: empty for all interfaces; an IPv4 or IPv6 address; an interface name; or a comma-separated list.", valueName: "value"))
     var bindInterface: String?
 
-    @Option(name: .long, help: ArgumentHelp("TCP port, 0 to 65535 (0: the kernel chooses). Default 21118. Overrides the config file.", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("TCP port, 0 to 65535 (0: the kernel chooses). Default 21118. (direct-access-port)", valueName: "n"))
     var port: String?
+
+    @Option(name: .long, help: ArgumentHelp("Relay every connection to HOST:PORT ([v6]:PORT for IPv6); without it, directd serves echo. (direct-forward)", valueName: "host:port"))
+    var forward: String?
+
+    @Option(name: .long, help: ArgumentHelp("Allow only these clients: comma-separated addresses and prefixes (192.0.2.7, 198.51.100.0/24, 2001:db8::/32).", valueName: "list"))
+    var whitelist: String?
+
+    @Option(name: .long, help: ArgumentHelp("Connections open at once; past it new ones are accepted and closed. Default 10000.", valueName: "n"))
+    var maxConnections: String?
+
+    @Option(name: .long, help: ArgumentHelp("Close a connection idle this many seconds. Default 0 (off).", valueName: "seconds"))
+    var idleTimeout: String?
+
+    @Option(name: .long, help: ArgumentHelp("Seconds the upstream has to accept a relayed connection. Default 5.", valueName: "seconds"))
+    var connectTimeout: String?
+
+    @Option(name: .long, help: ArgumentHelp("Bytes queued for one side before reading the other stops (1MiB, 256K, ...). Default 1MiB.", valueName: "bytes"))
+    var writeQueueLimit: String?
+
+    @Option(name: .long, help: ArgumentHelp("Seconds open connections get to finish after SIGINT/SIGTERM. Default 10.", valueName: "seconds"))
+    var grace: String?
+
+    @Option(name: .long, help: ArgumentHelp("error, warning, info (the default) or debug.", valueName: "level"))
+    var logLevel: String?
 
     @Option(name: .long, help: ArgumentHelp("Listen backlog.", valueName: "n"))
     var backlog: Int32 = 511
@@ -40,8 +65,13 @@ struct ConfigOptions: ParsableArguments {
     func settings() throws -> Settings {
         var settings = Settings()
         if let config { try ConfigFile.load(config, into: &settings) }
-        if let bindInterface { settings.bindInterface = bindInterface }
-        if let port { settings.port = try ListenPort.parse(port) }
+        let flags: [(String, String?)] = [
+            ("bind-interface", bindInterface), ("direct-access-port", port), ("direct-forward", forward),
+            ("whitelist", whitelist), ("max-connections", maxConnections), ("idle-timeout", idleTimeout),
+            ("connect-timeout", connectTimeout), ("write-queue-limit", writeQueueLimit), ("grace", grace),
+            ("log-level", logLevel),
+        ]
+        for case let (key, value?) in flags { try settings.set(key, value) }
         settings.backlog = backlog
         return settings
     }
@@ -51,6 +81,7 @@ struct ConfigOptions: ParsableArguments {
     func plan() throws -> (Settings, BindPlan) {
         do {
             let settings = try settings()
+            Log.level = settings.logLevel
             settings.warnings.forEach { Log.warning($0) }
             return (settings, try BindPlan(value: settings.bindInterface, port: settings.port))
         } catch {
@@ -59,7 +90,7 @@ struct ConfigOptions: ParsableArguments {
     }
 }
 
-/// Serves echo on the configured listeners until SIGINT or SIGTERM.
+/// Serves on the configured listeners until SIGINT or SIGTERM.
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Open the listeners and serve (the default command).")
@@ -71,23 +102,23 @@ struct Serve: ParsableCommand {
         // A peer that disappears must not kill the process with SIGPIPE; the write
         // then fails with EPIPE and that connection closes.
         signal(SIGPIPE, SIG_IGN)
-        // A parent may have started us with SIGINT/SIGTERM blocked (some test
+        // A parent may have started us with these signals blocked (some test
         // runners and supervisors do); unblock them or a stop request never arrives.
-        var stopSignals = sigset_t()
-        sigemptyset(&stopSignals)
-        sigaddset(&stopSignals, SIGINT)
-        sigaddset(&stopSignals, SIGTERM)
-        sigprocmask(SIG_UNBLOCK, &stopSignals, nil)
-        let server = Server(loop: uv_default_loop())
+        var handled = sigset_t()
+        sigemptyset(&handled)
+        for signal in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&handled, signal) }
+        sigprocmask(SIG_UNBLOCK, &handled, nil)
+
+        let server = Server(loop: uv_default_loop(), settings: settings)
         do {
-            try server.listen(plan, backlog: settings.backlog)
-            try server.watchSignals()
+            try server.listen(plan)
+            server.measureDescriptors()
+            try server.start()
         } catch {
             server.stop()
             server.run()   // lets libuv finish closing what did open
             throw ExitStatus.report(error)
         }
-        Log.info("serving echo")
         server.run()
         uv_loop_close(server.loop)
     }
@@ -101,11 +132,12 @@ struct Check: ParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() throws {
-        let (_, plan) = try options.plan()
+        let (settings, plan) = try options.plan()
         plan.notes.forEach { Log.info($0) }
         for target in plan.targets {
             print("listen \(target.address)")
         }
+        if let forward = settings.forward { Log.info("relay to \(forward)") }
     }
 }
 

@@ -1,65 +1,261 @@
+import Foundation
 import CUV
 import UVBind
 
-/// directd's running state on one libuv loop: the listeners, the open
-/// connections and the signal watchers. Loop thread only.
+/// directd's running state on one libuv loop: listeners, sessions, limits,
+/// timers and signals. Loop thread only.
 final class Server {
     let loop: UnsafeMutablePointer<uv_loop_t>
+    let settings: Settings
+    let pool = BufferPool()
     private var group: ListenerGroup?
-    private var connections: [ObjectIdentifier: EchoConnection] = [:]
-    private var signals: [SignalWatcher] = []
-    private(set) var stopping = false
+    private var sessions: [UInt64: Session] = [:]
+    private var watchers: [SignalWatcher] = []
+    private var ticker: LoopTimer?
+    private var nextID: UInt64 = 1
 
-    init(loop: UnsafeMutablePointer<uv_loop_t>) {
+    // Totals for the summary.
+    private var total: UInt64 = 0
+    private var bytesFromClients: UInt64 = 0
+    private var bytesToClients: UInt64 = 0
+
+    // Stopping: listeners closed, sessions given until `drainDeadline`.
+    private(set) var stopping = false
+    private var drainDeadline: UInt64 = 0
+
+    // Descriptors: sockets of open sessions, against the process limit; see
+    // `connectionPending` and `acceptFailed`.
+    var socketsOpen = 0
+    private var descriptorBaseline = 0
+    private let descriptorLimit: Int = {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        return Int(clamping: limit.rlim_cur)   // RLIM_INFINITY is all ones: clamps to Int.max
+    }()
+    private var reserves: [Int32] = []
+    private var heldListeners: [Listener] = []
+    private var resumeAt: UInt64 = 0
+
+    init(loop: UnsafeMutablePointer<uv_loop_t>, settings: Settings) {
         self.loop = loop
+        self.settings = settings
     }
 
     /// Opens every listener of the plan (all or nothing) and logs where it listens.
-    func listen(_ plan: BindPlan, backlog: Int32) throws(BindError) {
-        let group = try ListenerGroup.open(plan, loop: loop, backlog: backlog) { [unowned self] listener, error in
-            self.accept(on: listener, error: error)
+    func listen(_ plan: BindPlan) throws(BindError) {
+        let group = try ListenerGroup.open(plan, loop: loop, backlog: settings.backlog) { [unowned self] listener, error in
+            self.connectionPending(on: listener, error: error)
         }
         self.group = group
         group.warnings.forEach { Log.warning($0) }
         for listener in group.listeners {
-            Log.info("listening on \(listener.address)")
+            Log.line("listening on \(listener.address)")
+        }
+        // One spare descriptor per listener, given up when accept hits EMFILE.
+        reserves = group.listeners.compactMap { _ in
+            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            return fd >= 0 ? fd : nil
         }
     }
 
-    /// Stops on SIGINT or SIGTERM: listeners and connections close, the loop ends.
-    func watchSignals() throws(UVError) {
+    /// Counts the descriptors in use before any connection (libuv's own, the
+    /// listeners, the reserves, standard streams): sessions add theirs to it.
+    func measureDescriptors() {
+        descriptorBaseline = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd"))?.count ?? 16)
+    }
+
+    /// Room for one more session's sockets (two for a relay), with a margin for
+    /// libuv's internals.
+    private var hasDescriptorRoom: Bool {
+        descriptorBaseline + socketsOpen + (settings.forward == nil ? 1 : 2) + 4 <= descriptorLimit
+    }
+
+    /// SIGINT/SIGTERM drain then stop (a second one stops at once); SIGUSR1 logs a summary.
+    func start() throws(UVError) {
         for signal in [SIGINT, SIGTERM] {
-            signals.append(try SignalWatcher(loop: loop, signal: signal) { [unowned self] signal in
-                Log.info("signal \(signal): stopping")
-                self.stop()
+            watchers.append(try SignalWatcher(loop: loop, signal: signal) { [unowned self] signal in
+                self.stop(signal: signal)
             })
         }
+        watchers.append(try SignalWatcher(loop: loop, signal: SIGUSR1) { [unowned self] _ in
+            Log.line(self.summary)
+        })
+        // One timer for every deadline: connect and idle timeouts, the drain, the
+        // retry after EMFILE. It ticks at a quarter of the shortest timeout.
+        let shortest = [settings.connectTimeout, settings.idleTimeout, 1.0].filter { $0 > 0 }.min()!
+        let interval = UInt64(min(max(shortest * 250, 10), 250))
+        ticker = try LoopTimer(loop: loop, everyMilliseconds: interval) { [unowned self] in self.tick() }
+        if let forward = settings.forward {
+            Log.line("relaying every connection to \(forward)")
+        } else {
+            Log.line("serving echo (no direct-forward configured)")
+        }
+        if let allowList = settings.allowList { Log.info("allowing clients from \(allowList) only") }
     }
 
-    private func accept(on listener: Listener, error: UVError?) {
+    var summary: String {
+        "summary: \(sessions.count) open, \(total) total, \(bytesFromClients) bytes from clients, \(bytesToClients) bytes to clients"
+    }
+
+    // MARK: accepting
+
+    private func connectionPending(on listener: Listener, error: UVError?) {
         if let error {
-            Log.warning("accept on \(listener.address) failed: \(error)")
-            return
+            return acceptFailed(on: listener, error: error)
         }
-        guard let connection = EchoConnection(loop: loop, onClose: { [unowned self] in
-            self.connections[ObjectIdentifier($0)] = nil
-        }) else { return }
-        connections[ObjectIdentifier(connection)] = connection
-        if let error = listener.accept(into: connection.stream) {
-            Log.warning("accept on \(listener.address) failed: \(error)")
-            connection.close()
-            return
+        // Not accepting it leaves it to libuv, which stops watching this listener
+        // until `uv_accept` is called again (see `resumeAccepting`).
+        if stopping { return }
+        if !heldListeners.isEmpty {
+            return hold(listener)
         }
-        connection.start()
+        if !hasDescriptorRoom {
+            Log.warning("accepting paused: \(socketsOpen) sockets open, near the descriptor limit (\(descriptorLimit)); retrying shortly")
+            return hold(listener)
+        }
+        accept(on: listener)
     }
 
-    func stop() {
-        guard !stopping else { return }
+    private func hold(_ listener: Listener) {
+        if !heldListeners.contains(where: { $0 === listener }) { heldListeners.append(listener) }
+        resumeAt = uv_now(loop) + 250
+    }
+
+    private func accept(on listener: Listener) {
+        guard let session = Session(server: self, id: nextID) else { return }
+        nextID += 1
+        if let error = listener.accept(into: session.clientStream) {
+            Log.warning("accept on \(listener.address) failed: \(error)")
+            session.close(reason: nil)
+            return
+        }
+        session.readPeer()
+        session.listener = listener.address
+        let peer = session.peer.map(\.description) ?? "unknown peer"
+        if let allowList = settings.allowList, !(session.peer.map { allowList.allows($0.ip) } ?? false) {
+            Log.info("refused \(peer) on \(listener.address): not in the whitelist")
+            return session.close(reason: nil)
+        }
+        if sessions.count >= settings.maxConnections {
+            Log.warning("refused \(peer) on \(listener.address): max-connections (\(settings.maxConnections)) reached")
+            return session.close(reason: nil)
+        }
+        sessions[session.id] = session
+        total += 1
+        Log.info("#\(session.id) opened from \(peer) on \(listener.address)")
+        if let forward = settings.forward {
+            session.startRelay(to: forward)
+        } else {
+            session.startEcho()
+        }
+    }
+
+    /// Out of descriptors (EMFILE/ENFILE): libuv would call back again at once for
+    /// the same pending connection, spinning the loop. Giving up one reserved
+    /// descriptor lets libuv accept that connection; `connectionPending` then
+    /// holds it unaccepted, which makes libuv stop watching the listener. The
+    /// ticker re-reserves and resumes shortly after.
+    private func acceptFailed(on listener: Listener, error: UVError) {
+        guard error == .tooManyOpenFiles || error == .tooManyOpenFilesInSystem else {
+            Log.warning("accept on \(listener.address) failed: \(error)")
+            return
+        }
+        if heldListeners.isEmpty {
+            Log.warning("accept on \(listener.address) failed: \(error); accepting paused, retrying shortly (\(sessions.count) connections open)")
+        }
+        hold(listener)
+        if let fd = reserves.popLast() { Glibc.close(fd) }
+    }
+
+    private func resumeAccepting() {
+        while reserves.count < (group?.listeners.count ?? 0) {
+            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                resumeAt = uv_now(loop) + 250
+                return
+            }
+            reserves.append(fd)
+        }
+        guard hasDescriptorRoom else {
+            resumeAt = uv_now(loop) + 250
+            return
+        }
+        let held = heldListeners
+        heldListeners = []
+        Log.info("accepting again (\(sessions.count) connections open)")
+        for listener in held where !listener.isClosed {
+            accept(on: listener)
+        }
+    }
+
+    // MARK: sessions
+
+    func upstreamFailed(_ session: Session, reason: String) {
+        Log.warning("#\(session.id) from \(session.peer.map(\.description) ?? "?"): \(reason)")
+    }
+
+    func sessionClosed(_ session: Session, reason: String?) {
+        socketsOpen -= session.socketCount
+        guard sessions.removeValue(forKey: session.id) != nil else { return }
+        let (fromClient, toClient) = session.byteCounts
+        bytesFromClients += fromClient
+        bytesToClients += toClient
+        let seconds = Double(uv_now(loop) - session.opened) / 1000
+        Log.info("#\(session.id) closed: \(fromClient) bytes from client, \(toClient) bytes to client, \(seconds) s\(reason.map { ", \($0)" } ?? "")")
+        if stopping, sessions.isEmpty { finish() }
+    }
+
+    private func tick() {
+        let now = uv_now(loop)
+        if !heldListeners.isEmpty, !stopping, now >= resumeAt { resumeAccepting() }
+        if stopping, now >= drainDeadline {
+            for session in Array(sessions.values) {
+                session.close(reason: "grace period over")
+            }
+            return
+        }
+        let connectLimit = UInt64(settings.connectTimeout * 1000)
+        let idleLimit = UInt64(settings.idleTimeout * 1000)
+        for session in Array(sessions.values) {
+            if session.connecting, now - session.opened >= connectLimit {
+                upstreamFailed(session, reason: "upstream \(settings.forward!) did not answer within \(settings.connectTimeout) s")
+                session.close(reason: nil)
+            } else if idleLimit > 0, !session.connecting, now - session.lastActivity >= idleLimit {
+                session.close(reason: "idle for \(settings.idleTimeout) s")
+            }
+        }
+    }
+
+    // MARK: stopping
+
+    /// First signal: stop accepting now, let sessions finish within the grace period.
+    /// Second signal: close everything now.
+    func stop(signal: Int32? = nil) {
+        if stopping {
+            Log.line("signal \(signal ?? 0) again: closing \(sessions.count) connections now")
+            drainDeadline = 0
+            tick()
+            return
+        }
         stopping = true
+        drainDeadline = uv_now(loop) + UInt64(settings.grace * 1000)
         group?.close()
-        connections.values.forEach { $0.close() }
-        signals.forEach { $0.close() }
-        signals.removeAll()
+        heldListeners = []
+        if let signal {
+            Log.line("signal \(signal): stopped accepting; \(sessions.count) connections get \(settings.grace) s to finish")
+        }
+        if sessions.isEmpty { finish() }
+    }
+
+    /// Closes the remaining handles so that the loop ends.
+    private func finish() {
+        Log.line(summary)
+        watchers.forEach { $0.close() }
+        watchers = []
+        ticker?.close()
+        ticker = nil
+        reserves.forEach { Glibc.close($0) }
+        reserves = []
     }
 
     /// Runs the loop until every handle is closed.

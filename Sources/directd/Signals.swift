@@ -1,7 +1,7 @@
 import CUV
 import UVBind
 
-/// A signal watched on the loop (SIGINT, SIGTERM), delivered as a loop callback.
+/// A signal watched on the loop (SIGINT, SIGTERM, SIGUSR1), delivered as a loop callback.
 final class SignalWatcher {
     private let handle: UnsafeMutablePointer<uv_signal_t>
     private let action: (Int32) -> Void
@@ -17,6 +17,34 @@ final class SignalWatcher {
         let result = uv_signal_start(handle, { handle, signal in
             HandleStorage.owner(of: handle, as: SignalWatcher.self).action(signal)
         }, signal)
+        if let error = UVError.check(result) {
+            HandleStorage.close(handle)
+            throw error
+        }
+    }
+
+    func close() {
+        HandleStorage.close(handle)
+    }
+}
+
+/// A repeating timer on the loop.
+final class LoopTimer {
+    private let handle: UnsafeMutablePointer<uv_timer_t>
+    private let action: () -> Void
+
+    init(loop: UnsafeMutablePointer<uv_loop_t>, everyMilliseconds interval: UInt64,
+         action: @escaping () -> Void) throws(UVError) {
+        handle = HandleStorage.allocate(uv_timer_t.self)
+        self.action = action
+        if let error = UVError.check(uv_timer_init(loop, handle)) {
+            HandleStorage.discard(handle)
+            throw error
+        }
+        HandleStorage.attach(self, to: handle)
+        let result = uv_timer_start(handle, { handle in
+            HandleStorage.owner(of: handle, as: LoopTimer.self).action()
+        }, interval, interval)
         if let error = UVError.check(result) {
             HandleStorage.close(handle)
             throw error

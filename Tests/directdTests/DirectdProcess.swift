@@ -61,25 +61,39 @@ final class Daemon {
     let log: URL
     private(set) var listening: [String] = []
 
-    /// Starts directd and waits (bounded) until it has logged `serving echo` or exited.
-    init(_ arguments: [String]) throws {
+    /// Starts directd and waits (bounded) until it says it serves, or exits.
+    /// `prefix` runs it through another program (prlimit, say).
+    init(_ arguments: [String], prefix: [String] = []) throws {
         log = FileManager.default.temporaryDirectory.appendingPathComponent("directd-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        process.executableURL = URL(fileURLWithPath: directdPath)
-        process.arguments = arguments
+        process.executableURL = URL(fileURLWithPath: prefix.first ?? directdPath)
+        process.arguments = prefix.isEmpty ? arguments : Array(prefix.dropFirst()) + [directdPath] + arguments
         process.standardError = try FileHandle(forWritingTo: log)
         process.standardOutput = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice
         try process.run()
         let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline, process.isRunning, !logText.contains("serving echo") { usleep(10_000) }
-        guard logText.contains("serving echo") else {
+        func serving() -> Bool { logText.contains("serving echo") || logText.contains("relaying every connection") }
+        while Date() < deadline, process.isRunning, !serving() { usleep(10_000) }
+        guard serving() else {
             stop()
             throw TestFailure("directd did not start: \(logText)")
         }
         listening = logText.split(separator: "\n")
             .filter { $0.hasPrefix("listening on ") }
             .map { String($0.dropFirst("listening on ".count)) }
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// Waits (bounded) until the log contains `text`.
+    func waitForLog(_ text: String, timeout: Double = 10) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if logText.contains(text) { return true }
+            usleep(10_000)
+        }
+        return false
     }
 
     var logText: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }

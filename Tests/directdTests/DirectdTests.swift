@@ -157,15 +157,18 @@ struct DirectdTests {
         #expect(!listeningPorts().contains(port))
     }
 
-    @Test func sigtermClosesOpenConnectionsAndExitsZero() throws {
-        let daemon = try Daemon(["--bind-interface", "127.0.0.1", "--port", "0"])
+    @Test func sigintClosesConnectionsLeftAfterTheGracePeriod() throws {
+        let daemon = try Daemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "0.5"])
         let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
         #expect(client.send([1, 2, 3]))
+        #expect(client.receive(exactly: 3) == [1, 2, 3])
+        let start = Date()
         #expect(daemon.stop(signal: SIGINT) == 0)
-        // The connection was closed by directd: what was echoed, then EOF.
-        let rest = client.receiveAll()
-        #expect(rest == [1, 2, 3] || rest == [])
-        #expect(daemon.logText.contains("stopping"))
+        #expect(Date().timeIntervalSince(start) < 5)
+        // The idle connection was closed by directd once the grace period ended.
+        #expect(client.receiveAll() == [])
+        #expect(daemon.logText.contains("signal 2: stopped accepting; 1 connections get 0.5 s to finish"))
+        #expect(daemon.logText.contains("grace period over"))
     }
 
     @Test func aPeerThatDoesNotReadIsHeldBackNotBuffered() throws {
