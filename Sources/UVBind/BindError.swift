@@ -68,31 +68,37 @@ public struct BindError: Error, Sendable, CustomStringConvertible {
 
     /// What failed, named the way each kind's first words say it.
     public var summary: String {
-        let part = element.flatMap { $0 == value ? nil : " (element \"\($0)\")" } ?? ""
+        let value = quoted(self.value)
+        let part = element.flatMap { $0 == self.value ? nil : " (element \(quoted($0)))" } ?? ""
+        let name = quoted(element ?? self.value)
         switch kind {
         case .invalidFormat:
-            return "Invalid bind interface address \"\(value)\"\(part)"
+            return "Invalid bind interface address \(value)\(part)"
         case .unknownInterface:
-            return "Unknown interface \"\(element ?? value)\" in bind interface \"\(value)\""
+            return "Unknown interface \(name) in bind interface \(value)"
         case .unknownZone:
-            return "Unknown zone in bind interface address \"\(value)\"\(part)"
+            return "Unknown zone in bind interface address \(value)\(part)"
         case .linkLocalWithoutZone:
-            return "Link-local address without a zone in bind interface \"\(value)\"\(part)"
+            return "Link-local address without a zone in bind interface \(value)\(part)"
         case .interfaceWithoutAddresses:
-            return "Interface \"\(element ?? value)\" has no usable address (bind interface \"\(value)\")"
+            return "Interface \(name) has no usable address (bind interface \(value))"
         case .invalidPort:
-            return "Invalid direct access port \"\(value)\""
+            return "Invalid direct access port \(value)"
+        case .system where step == .interfaces:
+            return "Cannot read this machine's network interfaces (bind interface \(value))"
         case .addressNotAvailable, .addressInUse, .permissionDenied, .familyNotSupported, .system:
             let target = address.map { "Cannot listen on \($0)" } ?? "Cannot listen"
-            return "\(target) (bind interface \"\(value)\")"
+            return "\(target) (bind interface \(value))"
         }
     }
 
+    /// The whole message, always one line: control characters in the operator's
+    /// value are escaped wherever the value is repeated.
     public var description: String {
         var text = "\(summary): \(detail)"
         if let code { text += " [\(step.rawValue): \(code.name)]" }
         if !remedy.isEmpty { text += ". \(remedy)" }
-        return text
+        return escapingControlCharacters(text)
     }
 }
 
@@ -139,4 +145,26 @@ extension BindError {
         return BindError(kind: kind, value: value, address: address, step: step, code: code,
                          detail: detail, remedy: remedy)
     }
+}
+
+/// `text` in double quotes.
+func quoted(_ text: String) -> String {
+    "\"" + text + "\""
+}
+
+/// `\n`, `\r`, `\t` and other control characters written as escapes.
+func escapingControlCharacters(_ text: String) -> String {
+    guard text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return text }
+    var result = ""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\n": result += "\\n"
+        case "\r": result += "\\r"
+        case "\t": result += "\\t"
+        case _ where scalar.value < 0x20 || scalar.value == 0x7F:
+            result += "\\u{\(String(scalar.value, radix: 16))}"
+        default: result.unicodeScalars.append(scalar)
+        }
+    }
+    return result
 }

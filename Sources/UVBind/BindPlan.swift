@@ -27,8 +27,17 @@ public struct BindPlan: Sendable {
     /// Reads `value` and resolves it against `interfaces` (the machine's by default).
     public init(value: String, port: UInt16, interfaces: InterfaceTable? = nil) throws(BindError) {
         let parsed = try BindValue(parsing: value)
-        let table = if let interfaces { interfaces } else { try InterfaceTable.current() }
+        let table = if let interfaces { interfaces } else { try InterfaceTable.current(resolving: value) }
         try self.init(parsed, port: port, interfaces: table)
+    }
+
+    /// A plan with targets given as they are (tests use it to open what the
+    /// resolver would refuse).
+    init(value: String, port: UInt16, targets: [ListenTarget], notes: [String] = []) {
+        self.value = value
+        self.port = port
+        self.targets = targets
+        self.notes = notes
     }
 
     public init(_ value: BindValue, port: UInt16, interfaces: InterfaceTable) throws(BindError) {
@@ -97,6 +106,9 @@ private struct Resolver {
 
     private mutating func addIPv6(_ address: IPv6Address, zone: String?, text: String) throws(BindError) {
         if let mapped = address.ipv4Mapped {
+            guard !mapped.isAny else {
+                throw formatError(text, "\(address) is the IPv4-mapped form of 0.0.0.0; write 0.0.0.0 if you mean every IPv4 address")
+            }
             guard zone == nil else {
                 throw formatError(text, "a zone does not apply to an IPv4-mapped address")
             }
@@ -120,6 +132,8 @@ private struct Resolver {
             target.zone = table.name(ofIndex: index)
         } else if address.isLinkLocal {
             let holders = table.addresses.filter { $0.ip == .v6(address) }
+            // No interface holds it: no zone would help.
+            guard !holders.isEmpty else { throw notAvailable(target) }
             guard holders.count == 1, let holder = holders.first else {
                 throw linkLocalWithoutZone(address, text: text, holders: holders)
             }
@@ -189,17 +203,10 @@ private struct Resolver {
 
     private func linkLocalWithoutZone(_ address: IPv6Address, text: String,
                                       holders: [InterfaceAddress]) -> BindError {
-        let candidates = holders.isEmpty
-            ? Array(Set(table.addresses.filter(\.ip.isLinkLocal).map(\.interface))).sorted()
-            : holders.map(\.interface)
-        let example = "\(address)%\(candidates.first ?? "eth0")"
-        let detail = holders.isEmpty
-            ? "no interface holds \(address), and a link-local address is only meaningful with its interface"
-            : "\(address) is held by \(candidates.count) interfaces (\(candidates.joined(separator: ", "))), so it is ambiguous"
-        let known = candidates.isEmpty ? "" : "; candidate interfaces: \(candidates.joined(separator: ", "))"
+        let candidates = holders.map(\.interface)
         return BindError(kind: .linkLocalWithoutZone, value: value, element: text, step: .resolve,
-                         detail: detail,
-                         remedy: "Name the interface after a \"%\", as in \(example)\(known)")
+                         detail: "\(address) is held by \(candidates.count) interfaces (\(candidates.joined(separator: ", "))), so it is ambiguous",
+                         remedy: "Name the interface after a \"%\", as in \(address)%\(candidates[0])")
     }
 }
 

@@ -28,7 +28,7 @@ public struct BindValue: Sendable {
         }
         var elements: [(text: String, element: Element)] = []
         for piece in trimmed.split(separator: ",", omittingEmptySubsequences: false) {
-            let token = String(piece.trimmedOfWhitespace)
+            let token = piece.trimmedOfWhitespace
             do throws(AddressSyntaxError) {
                 elements.append((token, try Self.element(token)))
             } catch {
@@ -61,8 +61,8 @@ public struct BindValue: Sendable {
             return try ipv6(token[token.index(after: token.startIndex)..<close])
         }
         if token.contains(":") {
-            if let colon = token.lastIndex(of: ":"),
-               IPv4Address(token[..<colon]) != nil,
+            // "192.0.2.1:80", "localhost:80": one colon, digits after it.
+            if let colon = token.firstIndex(of: ":"), colon == token.lastIndex(of: ":"),
                token[token.index(after: colon)...].allDecimal {
                 throw AddressSyntaxError(
                     "\"\(token)\" includes a port; set the port with direct-access-port, not in the address")
@@ -120,10 +120,14 @@ extension StringProtocol {
     var allDecimal: Bool { !isEmpty && utf8.allSatisfy(\.isDecimal) }
 
     /// Drops leading and trailing spaces, tabs and line breaks (no Foundation here).
-    var trimmedOfWhitespace: SubSequence {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
-        guard let first = firstIndex(where: { !isSpace($0) }),
-              let last = lastIndex(where: { !isSpace($0) }) else { return self[endIndex...] }
-        return self[first...last]
+    /// Works on Unicode scalars, so that "\r\n" (one Character) is trimmed too.
+    var trimmedOfWhitespace: String {
+        let isSpace: (Unicode.Scalar) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { !isSpace($0) }),
+              let last = scalars.lastIndex(where: { !isSpace($0) }) else { return "" }
+        var result = String.UnicodeScalarView()
+        result.append(contentsOf: scalars[first...last])
+        return String(result)
     }
 }

@@ -47,11 +47,12 @@ public struct InterfaceTable: Sendable {
     }
 
     /// Reads the table from the kernel.
-    public static func current() throws(BindError) -> InterfaceTable {
+    /// `value` is the bind value being resolved, for the error message.
+    public static func current(resolving value: String = "") throws(BindError) -> InterfaceTable {
         var list: UnsafeMutablePointer<uv_interface_address_t>?
         var count: Int32 = 0
         if let error = UVError.check(uv_interface_addresses(&list, &count)) {
-            throw BindError(kind: .system, value: "", step: .interfaces, code: error,
+            throw BindError(kind: .system, value: value, step: .interfaces, code: error,
                             detail: "the list of network interfaces could not be read",
                             remedy: "check that /proc and /sys are mounted")
         }
@@ -69,7 +70,9 @@ public struct InterfaceTable: Sendable {
 
         var addresses: [InterfaceAddress] = []
         for entry in UnsafeBufferPointer(start: list, count: Int(count)) {
-            let name = String(cString: entry.name)
+            // glibc names a labelled IPv4 address after its label ("eth0:1"); it
+            // belongs to the interface before the colon.
+            let name = String(String(cString: entry.name).prefix { $0 != ":" })
             let parsed: (ip: IPAddress, prefix: Int)? = withUnsafePointer(to: entry.address) { address in
                 withUnsafePointer(to: entry.netmask) { mask in
                     address.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in

@@ -14,6 +14,7 @@ public final class Listener {
     /// The handle, as a stream for `uv_accept`. Valid until `close()`.
     public let handle: UnsafeMutablePointer<uv_tcp_t>
     private var onConnection: ConnectionHandler?
+    private var backlog: Int32 = 511
     public private(set) var isClosed = false
 
     private init(target: ListenTarget, handle: UnsafeMutablePointer<uv_tcp_t>) {
@@ -50,11 +51,8 @@ public final class Listener {
             listener.close()
             throw failure(.bind, error)
         }
-        let listening = uv_listen(listener.stream, backlog) { server, status in
-            let listener = HandleStorage.owner(of: server, as: Listener.self)
-            listener.onConnection?(listener, UVError.check(status))
-        }
-        if let error = UVError.check(listening) {
+        listener.backlog = backlog
+        if let error = listener.listen() {
             listener.close()
             throw failure(.listen, error)
         }
@@ -66,6 +64,13 @@ public final class Listener {
         }
         listener.onConnection = onConnection
         return listener
+    }
+
+    private func listen() -> UVError? {
+        UVError.check(uv_listen(stream, backlog) { server, status in
+            let listener = HandleStorage.owner(of: server, as: Listener.self)
+            listener.onConnection?(listener, UVError.check(status))
+        })
     }
 
     private func boundAddress() throws(UVError) -> SocketAddress {
@@ -84,8 +89,16 @@ public final class Listener {
     }
 
     /// Accepts a pending connection into an initialised client stream.
+    ///
+    /// Until it is called, libuv stops watching the listener: a connection
+    /// callback that does not accept pauses accepting (pending connections wait
+    /// in the kernel's backlog), and a later `accept` resumes it. When the accept
+    /// itself fails, libuv drops that connection and does not watch the listener
+    /// again; this re-arms it so that accepting goes on.
     public func accept(into client: UnsafeMutablePointer<uv_stream_t>) -> UVError? {
-        UVError.check(uv_accept(stream, client))
+        guard let error = UVError.check(uv_accept(stream, client)) else { return nil }
+        if !isClosed, error != .tryAgain { _ = listen() }
+        return error
     }
 
     /// Stops listening at once (the socket closes now); memory goes after the loop

@@ -116,18 +116,23 @@ enum ConfigFile {
             throw ConfigError(description: "Config file \(path): expected a JSON object such as {\"options\": {\"bind-interface\": \"\"}}, found \(root.typeName)")
         }
         for key in top.keys.sorted() where key != "options" {
+            try rejectNearMiss(key, of: ["options"], path: path)
             settings.warnings.append("config file \(path): ignoring unknown top-level key \"\(key)\"")
         }
         guard let optionsValue = top["options"], optionsValue != .null else { return }
         guard case .object(let options) = optionsValue else {
             throw ConfigError(description: "Config file \(path): \"options\" must be an object, found \(optionsValue.typeName)")
         }
+        // The spec's tool keeps many other options in the same object, so unknown
+        // keys are only warned about; but a misspelling of one of ours would
+        // silently widen the bind ("bind_interface" → all interfaces), so that fails.
         for key in options.keys.sorted() where !Settings.options.contains(key) {
+            try rejectNearMiss(key, of: Settings.options, path: path)
             settings.warnings.append("config file \(path): ignoring unknown option \"\(key)\"")
         }
         for key in Settings.options {
             switch options[key] {
-            case nil, .null:
+            case nil:
                 continue
             case .string(let text):
                 try settings.set(key, text)
@@ -139,10 +144,34 @@ enum ConfigFile {
                 }
             case .number(let number) where ["idle-timeout", "connect-timeout", "grace"].contains(key):
                 try settings.set(key, String(number))
+            case .number(let number) where key == "direct-access-port":
+                throw ConfigError(description: "Config file \(path): option \"direct-access-port\" must be a whole number from 0 to 65535, found \(number)")
             case let other?:
                 throw ConfigError(description: "Config file \(path): option \"\(key)\" must be \(key == "bind-interface" ? "a string" : "a string or a number"), found \(other.typeName)")
             }
         }
+    }
+
+    /// Fails for an unknown key that is one of `known` in another spelling:
+    /// other case, "_" for "-", or one or two letters off.
+    private static func rejectNearMiss(_ key: String, of known: [String], path: String) throws(ConfigError) {
+        let normalised = key.lowercased().replacingOccurrences(of: "_", with: "-")
+        guard let meant = known.first(where: { $0 == normalised || editDistance($0, normalised) <= 2 }) else { return }
+        throw ConfigError(description: "Config file \(path): unknown key \"\(key)\"; did you mean \"\(meant)\"? (refusing to start rather than ignore it)")
+    }
+
+    private static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        guard !a.isEmpty, !b.isEmpty else { return max(a.count, b.count) }
+        var previous = Array(0...b.count)
+        for i in 1...a.count {
+            var current = [i] + Array(repeating: 0, count: b.count)
+            for j in 1...b.count {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
     }
 
     private static func readFailure(_ error: Error) -> String {

@@ -37,9 +37,6 @@ extension ExitStatus {
         switch error {
         case let error as BindError: status = ExitStatus(error)
         case is ConfigError: status = .config
-        case let error as UVError:
-            Log.error("libuv failed: \(error)")
-            return ExitCode(ExitStatus.software.rawValue)
         default: status = .software
         }
         Log.error("\(error)")

@@ -71,7 +71,21 @@ final class Server {
     }
 
     /// SIGINT/SIGTERM drain then stop (a second one stops at once); SIGUSR1 logs a summary.
-    func start() throws(UVError) {
+    func start() throws(StartError) {
+        do throws(UVError) {
+            try startWatching()
+        } catch {
+            throw StartError(description: "cannot start the signal watchers and timer: \(error)")
+        }
+        if let forward = settings.forward {
+            Log.line("relaying every connection to \(forward)")
+        } else {
+            Log.line("serving echo (no direct-forward configured)")
+        }
+        if let allowList = settings.allowList { Log.info("allowing clients from \(allowList) only") }
+    }
+
+    private func startWatching() throws(UVError) {
         for signal in [SIGINT, SIGTERM] {
             watchers.append(try SignalWatcher(loop: loop, signal: signal) { [unowned self] signal in
                 self.stop(signal: signal)
@@ -85,12 +99,6 @@ final class Server {
         let shortest = [settings.connectTimeout, settings.idleTimeout, 1.0].filter { $0 > 0 }.min()!
         let interval = UInt64(min(max(shortest * 250, 10), 250))
         ticker = try LoopTimer(loop: loop, everyMilliseconds: interval) { [unowned self] in self.tick() }
-        if let forward = settings.forward {
-            Log.line("relaying every connection to \(forward)")
-        } else {
-            Log.line("serving echo (no direct-forward configured)")
-        }
-        if let allowList = settings.allowList { Log.info("allowing clients from \(allowList) only") }
     }
 
     var summary: String {
@@ -122,7 +130,10 @@ final class Server {
     }
 
     private func accept(on listener: Listener) {
-        guard let session = Session(server: self, id: nextID) else { return }
+        guard let session = Session(server: self, id: nextID) else {
+            // Leave the connection pending; the ticker tries again shortly.
+            return hold(listener)
+        }
         nextID += 1
         if let error = listener.accept(into: session.clientStream) {
             Log.warning("accept on \(listener.address) failed: \(error)")
@@ -262,4 +273,9 @@ final class Server {
     func run() {
         uv_run(loop, UV_RUN_DEFAULT)
     }
+}
+
+/// directd could not set up its own loop handles (exit 70).
+struct StartError: Error, CustomStringConvertible {
+    let description: String
 }

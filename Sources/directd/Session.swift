@@ -125,10 +125,12 @@ final class Session {
         if flows.allSatisfy(\.finished) { close(reason: nil) }
     }
 
-    /// An error on one side ends the session; a reset is passed on as a reset.
+    /// An error on one side (reset, broken pipe, timeout) ends the session. The
+    /// other side is reset rather than given a FIN: its stream is incomplete, and
+    /// a FIN would tell it the transfer ended cleanly.
     func fail(_ error: UVError, side: UnsafeMutablePointer<uv_stream_t>) {
         let which = side == clientStream ? "client" : "upstream"
-        close(reason: "\(which) \(error)", reset: error == UVError(UV_ECONNRESET.rawValue))
+        close(reason: "\(which) \(error)", reset: true)
     }
 
     /// Closes both sides now. Pending writes complete with ECANCELED first, and

@@ -18,12 +18,18 @@ final class SignalWatcher {
             HandleStorage.owner(of: handle, as: SignalWatcher.self).action(signal)
         }, signal)
         if let error = UVError.check(result) {
-            HandleStorage.close(handle)
+            close()
             throw error
         }
     }
 
+    private var isClosed = false
+
+    /// Closes the handle; its memory goes after libuv's close callback. Once only:
+    /// after that callback the handle pointer is no longer valid.
     func close() {
+        guard !isClosed else { return }
+        isClosed = true
         HandleStorage.close(handle)
     }
 }
@@ -46,12 +52,18 @@ final class LoopTimer {
             HandleStorage.owner(of: handle, as: LoopTimer.self).action()
         }, interval, interval)
         if let error = UVError.check(result) {
-            HandleStorage.close(handle)
+            close()
             throw error
         }
     }
 
+    private var isClosed = false
+
+    /// Closes the handle; its memory goes after libuv's close callback. Once only:
+    /// after that callback the handle pointer is no longer valid.
     func close() {
+        guard !isClosed else { return }
+        isClosed = true
         HandleStorage.close(handle)
     }
 }

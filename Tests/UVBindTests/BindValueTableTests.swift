@@ -41,6 +41,7 @@ struct BindValueTableTests {
         // Rule 2: strict dotted quad.
         ok("127.0.0.1", "127.0.0.1:21118"),
         ok("  127.0.0.1  ", "127.0.0.1:21118"),
+        ok("127.0.0.1\r\n", "127.0.0.1:21118"),
         ok("127.0.0.2", "127.0.0.2:21118"),
         ok("127.255.255.254", "127.255.255.254:21118"),
         ok("192.0.2.10", "192.0.2.10:21118"),
@@ -87,11 +88,13 @@ struct BindValueTableTests {
         fail("fe80::1%", .invalidFormat),
         fail("2001:db8::10%eth0", .invalidFormat),
         fail("::ffff:127.0.0.1%lo", .invalidFormat),
+        fail("::ffff:0.0.0.0", .invalidFormat),
+        fail("::ffff:0:0,192.0.2.10", .invalidFormat),
         fail("fe80::1%eth9", .unknownZone),
         fail("fe80::1%99", .unknownZone),
         fail("fe80::1", .linkLocalWithoutZone),
         fail("[fe80::1]", .linkLocalWithoutZone),
-        fail("fe80::2", .linkLocalWithoutZone),
+        fail("fe80::2", .addressNotAvailable),
         // Rule 4: the wildcards, one family each.
         ok("0.0.0.0", "0.0.0.0:21118"),
         ok("::", "[::]:21118"),
@@ -124,6 +127,8 @@ struct BindValueTableTests {
         fail("example.com", .unknownInterface),
         fail("1.2.3.4:80", .invalidFormat),
         fail("[::1]:80", .invalidFormat),
+        fail("localhost:80", .invalidFormat),
+        fail("999.1.1.1:80", .invalidFormat),
         // Addresses that are well formed but not this machine's.
         fail("203.0.113.9", .addressNotAvailable),
         fail("192.0.2.11", .addressNotAvailable),

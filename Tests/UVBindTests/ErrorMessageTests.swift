@@ -24,9 +24,21 @@ struct ErrorMessageTests {
         #expect(inList.element == "010.1.1.1")
     }
 
-    @Test func portInsideTheValueSaysWhereThePortGoes() throws {
-        let message = try #require(error("192.0.2.10:21118")).description
+    @Test(arguments: ["192.0.2.10:21118", "localhost:80", "999.1.1.1:80", "[::1]:80"])
+    func portInsideTheValueSaysWhereThePortGoes(_ value: String) throws {
+        let message = try #require(error(value)).description
         #expect(message.contains("includes a port; set the port with direct-access-port"))
+    }
+
+    @Test func controlCharactersAreEscapedSoALogLineStaysOneLine() throws {
+        let message = try #require(error("eth0\nrm")).description
+        #expect(!message.contains("\n"))
+        #expect(message.contains(#""eth0\nrm""#))
+    }
+
+    @Test func mappedWildcardIsRefusedNotWidened() throws {
+        let message = try #require(error("::ffff:0.0.0.0")).description
+        #expect(message.contains("IPv4-mapped form of 0.0.0.0; write 0.0.0.0 if you mean every IPv4 address"))
     }
 
     @Test func unknownInterfaceListsTheInterfaces() throws {
@@ -49,6 +61,12 @@ struct ErrorMessageTests {
         #expect(message.hasPrefix("Link-local address without a zone"))
         #expect(message.contains("held by 2 interfaces (eth0, wg0)"))
         #expect(message.contains("fe80::1%eth0"))
+    }
+
+    @Test func linkLocalThatNoInterfaceHoldsListsTheOnesThatExist() throws {
+        let failure = try #require(error("fe80::2"))
+        #expect(failure.kind == .addressNotAvailable)
+        #expect(failure.description.contains("fe80::abcd%eth1 (eth1)"))
     }
 
     @Test func interfaceWithoutAddressesSaysHowToFixIt() throws {

@@ -122,7 +122,7 @@ struct ListenerTests {
             let port = first.port
             let plan = try BindPlan(value: "127.0.0.1", port: port)
             let error = #expect(throws: BindError.self) {
-                _ = try ListenerGroup.open(plan, loop: loop.loop) { _, _ in }
+                try ListenerGroup.open(plan, loop: loop.loop) { _, _ in }.close()
             }
             #expect(error?.kind == .addressInUse)
             #expect(error?.step == .listen, "libuv defers EADDRINUSE to uv_listen")
@@ -138,7 +138,7 @@ struct ListenerTests {
             // 127.0.0.1 opens first, then 127.0.0.2 is taken: 127.0.0.1 must close again.
             let plan = try BindPlan(value: "127.0.0.1,127.0.0.2", port: port)
             let error = #expect(throws: BindError.self) {
-                _ = try ListenerGroup.open(plan, loop: loop.loop) { _, _ in }
+                try ListenerGroup.open(plan, loop: loop.loop) { _, _ in }.close()
             }
             #expect(error?.kind == .addressInUse)
             #expect(error?.address?.description == "127.0.0.2:\(port)")
@@ -153,7 +153,7 @@ struct ListenerTests {
         let loop = TestLoop()
         let target = ListenTarget(address: addr("203.0.113.77", 0))
         let error = #expect(throws: BindError.self) {
-            _ = try Listener.open(target, value: "203.0.113.77", loop: loop.loop, backlog: 16) { _, _ in }
+            try Listener.open(target, value: "203.0.113.77", loop: loop.loop, backlog: 16) { _, _ in }.close()
         }
         #expect(error?.kind == .addressNotAvailable)
         #expect(error?.step == .bind)
@@ -162,11 +162,56 @@ struct ListenerTests {
         #expect(loop.close() == 0)
     }
 
-    @Test func invalidValueOpensNoSocket() throws {
-        let before = Set(ListeningSockets.all())
-        #expect(throws: BindError.self) { _ = try BindPlan(value: "999.999.999.999", port: 0) }
-        #expect(throws: BindError.self) { _ = try BindPlan(value: "127.0.0.1,localhost", port: 0) }
-        #expect(Set(ListeningSockets.all()).subtracting(before).isEmpty)
+    @Test func anUnavailableAddressInAListClosesTheOthers() throws {
+        // Past the resolver (which would refuse it first): the kernel's EADDRNOTAVAIL
+        // for the second target must close the first, while the loop still runs.
+        let loop = TestLoop()
+        let plan = BindPlan(value: "127.0.0.1,203.0.113.77", port: 0, targets: [
+            ListenTarget(address: addr("127.0.0.1", 0)),
+            ListenTarget(address: addr("203.0.113.77", 0)),
+        ])
+        let error = #expect(throws: BindError.self) {
+            try ListenerGroup.open(plan, loop: loop.loop) { _, _ in }.close()
+        }
+        #expect(error?.kind == .addressNotAvailable)
+        #expect(error?.address?.host == "203.0.113.77")
+        // Both targets share the first one's kernel-chosen port.
+        #expect(!ListeningSockets.all().contains { $0.ip == .v4(.loopback) && $0.port == error?.address?.port })
+        #expect(ListeningSockets.all().allSatisfy { $0.ip != .v4(IPv4Address(203, 0, 113, 77)) })
+        #expect(loop.close() == 0, "the first listener was closed")
+    }
+
+    @Test func aFailedDeferredAcceptDoesNotStopTheListener() throws {
+        // A callback that does not accept pauses the listener; the accept made
+        // later fails here, and libuv would then never watch the listener again
+        // unless it is re-armed. The next client must still reach the handler.
+        let loop = TestLoop()
+        var pending: Listener?
+        var accepted = 0
+        let good = HandleStorage.allocate(uv_tcp_t.self)
+        #expect(uv_tcp_init(loop.loop, good) == 0)
+        let bad = HandleStorage.allocate(uv_tcp_t.self)
+        #expect(uv_tcp_init(loop.loop, bad) == 0)
+        // A handle that already has a socket cannot take an accepted one (EBUSY).
+        #expect(addr("127.0.0.1", 0).withSockaddr { uv_tcp_bind(bad, $0, 0) } == 0)
+        let group = try ListenerGroup.open(BindPlan(value: "127.0.0.1", port: 0), loop: loop.loop) { listener, _ in
+            if pending == nil {
+                pending = listener   // hold it
+            } else if listener.accept(into: HandleStorage.stream(good)) == nil {
+                accepted += 1
+            }
+        }
+        let port = group.port
+        #expect(connectResult(to: addr("127.0.0.1", port)) == 0)
+        loop.run(until: { pending != nil })
+        #expect(pending?.accept(into: HandleStorage.stream(bad)) != nil)
+        #expect(connectResult(to: addr("127.0.0.1", port)) == 0)
+        loop.run(until: { accepted == 1 }, iterations: 100)
+        #expect(accepted == 1)
+        HandleStorage.close(good)
+        HandleStorage.close(bad)
+        group.close()
+        #expect(loop.close() == 0)
     }
 
     @Test func explicitPortIsUsedOnEveryAddress() throws {

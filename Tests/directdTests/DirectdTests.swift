@@ -9,12 +9,12 @@ import Testing
 struct DirectdTests {
     // MARK: check
 
-    @Test func checkPrintsEachListenerAndOpensNothing() throws {
+    @Test(.enabled(if: hostHasIPv6Loopback, "needs ::1"))
+    func checkPrintsEachListenerAndOpensNothing() throws {
         let port = try freePort()
         let result = try runDirectd(["check", "--bind-interface", "127.0.0.1, ::1", "--port", "\(port)"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout == "listen 127.0.0.1:\(port)\nlisten [::1]:\(port)\n")
-        #expect(!listeningPorts().contains(port))
     }
 
     @Test func checkWithoutConfigShowsTheEmbeddedDefault() throws {
@@ -30,7 +30,6 @@ struct DirectdTests {
             #expect(result.status == 78)
             #expect(result.stderr.hasPrefix("error: Invalid bind interface address \"999.999.999.999\""))
             #expect(result.stdout.isEmpty)
-            #expect(!listeningPorts().contains(port))
         }
     }
 
@@ -114,12 +113,32 @@ struct DirectdTests {
         (#"["options"]"#, "expected a JSON object"),
         (#"{"options": {"bind-interface": "127.0.0.1",}"#, "is not valid JSON"),
         (#"{"options": {"bind-interface": "127.0.0.1,,"}}"#, "Invalid bind interface address"),
+        (#"{"options": {"bind-interface": null}}"#, "option \"bind-interface\" must be a string, found null"),
+        (#"{"options": {"direct-access-port": 80.5}}"#, "must be a whole number from 0 to 65535, found 80.5"),
+        (#"{"options": {"direct-forward": "127.0.0.1"}}"#, "Invalid direct-forward \"127.0.0.1\": no port"),
+        (#"{"options": {"max-connections": "0"}}"#, "Invalid max-connections \"0\""),
+        (#"{"options": {"log-level": "loud"}}"#, "Invalid log-level \"loud\""),
     ])
     func badConfigFilesExit78NamingTheProblem(_ json: String, _ message: String) throws {
         try withConfig(json) { path in
             let result = try runDirectd(["check", "--config", path])
             #expect(result.status == 78)
             #expect(result.stderr.contains(message), "\(result.stderr)")
+        }
+    }
+
+    @Test(arguments: [
+        #"{"options": {"bind_interface": "127.0.0.1"}}"#,
+        #"{"options": {"Bind-Interface": "127.0.0.1"}}"#,
+        #"{"options": {"bind-interfaces": "127.0.0.1"}}"#,
+        #"{"option": {"bind-interface": "127.0.0.1"}}"#,
+    ])
+    func misspeltKeysFailRatherThanWidenTheBind(_ json: String) throws {
+        try withConfig(json) { path in
+            let result = try runDirectd(["check", "--config", path])
+            #expect(result.status == 78)
+            #expect(result.stderr.contains("did you mean"), "\(result.stderr)")
+            #expect(result.stdout.isEmpty)
         }
     }
 
@@ -143,7 +162,8 @@ struct DirectdTests {
         return client.receiveAll()
     }
 
-    @Test func servesEchoOnAKernelChosenPortAndStopsOnSIGTERM() throws {
+    @Test(.enabled(if: hostHasIPv6Loopback, "needs ::1"))
+    func servesEchoOnAKernelChosenPortAndStopsOnSIGTERM() throws {
         let daemon = try Daemon(["--bind-interface", "127.0.0.1,::1", "--port", "0"])
         let port = daemon.port
         #expect(port != 0)
@@ -154,7 +174,6 @@ struct DirectdTests {
         #expect(try echoRoundTrip(host: "127.0.0.1", port: port, payload: []) == [], "an immediate EOF is answered with EOF")
         #expect(throws: TestFailure.self) { _ = try TCPClient(host: "127.0.0.2", port: port) }
         #expect(daemon.stop() == 0)
-        #expect(!listeningPorts().contains(port))
     }
 
     @Test func sigintClosesConnectionsLeftAfterTheGracePeriod() throws {
@@ -174,13 +193,22 @@ struct DirectdTests {
     @Test func aPeerThatDoesNotReadIsHeldBackNotBuffered() throws {
         let daemon = try Daemon(["--bind-interface", "127.0.0.1", "--port", "0"])
         defer { daemon.stop() }
+        let before = try #require(residentBytes(of: daemon.pid))
         let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
         let chunk = randomBytes(64 << 10)
-        // Send without reading: directd must stop reading once its echo cannot be
-        // written, so the socket refuses more long before the 256 MiB limit.
-        let accepted = client.sendUntilBlocked(chunk, limit: 256 << 20)
+        // Send without reading, pausing between bursts so directd has every chance
+        // to read more: it must stop once its echo cannot be written, so the
+        // total stalls far below the 256 MiB offered, and its memory stays flat.
+        var accepted = 0, stalls = 0
+        while stalls < 5, accepted < 256 << 20 {
+            let sent = client.sendUntilBlocked(chunk, limit: (256 << 20) - accepted)
+            accepted += sent
+            stalls = sent == 0 ? stalls + 1 : 0
+            usleep(20_000)
+        }
         #expect(accepted < 32 << 20, "directd kept reading \(accepted) bytes without writing them")
-        #expect(accepted > 0)
+        let during = try #require(residentBytes(of: daemon.pid))
+        #expect(during - before < 8 << 20, "directd's memory grew by \(during - before) bytes")
         client.finishSending()
         let echoed = client.receiveAll()
         #expect(echoed?.count == accepted, "every byte accepted comes back")
@@ -215,6 +243,5 @@ struct DirectdTests {
                                     prefix: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
         #expect(result.status == 77, "\(result.stderr)")
         #expect(result.stderr.contains("ports below 1024 need root or the CAP_NET_BIND_SERVICE capability"))
-        #expect(!listeningPorts().contains(80))
     }
 }
