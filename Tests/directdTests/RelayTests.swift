@@ -145,16 +145,24 @@ struct RelayTests {
         upstream.stop()
     }
 
-    @Test func allowListAdmitsListedPeersOnly() throws {
+    @Test(.enabled(if: hostHasIPv6Loopback, "needs ::1"))
+    func allowListAdmitsListedPeersOnly() throws {
         let daemon = try Daemon(["--bind-interface", "127.0.0.1,::1", "--port", "0",
-                                 "--whitelist", "127.0.0.2, ::1/128"])
+                                 "--whitelist", "127.0.0.2, 2001:db8::/32"])
         let port = daemon.port
         let refused = try TCPClient(host: "127.0.0.1", port: port, source: "127.0.0.1")
         #expect(refused.receiveAll() == [], "closed at accept")
         #expect(daemon.waitForLog("refused 127.0.0.1:"))
+        let refused6 = try TCPClient(host: "::1", port: port)
+        #expect(refused6.receiveAll() == [], "closed at accept")
+        #expect(daemon.waitForLog("refused [::1]:"))
         #expect(try roundTripFrom("127.0.0.2", port: port) == [7, 8, 9])
-        #expect(try roundTrip(port, [7, 8, 9], host: "::1") == [7, 8, 9])
         daemon.stop()
+
+        let ipv6Only = try Daemon(["--bind-interface", "127.0.0.1,::1", "--port", "0", "--whitelist", "::1/128"])
+        #expect(try roundTrip(ipv6Only.port, [7, 8, 9], host: "::1") == [7, 8, 9])
+        #expect(try TCPClient(host: "127.0.0.1", port: ipv6Only.port).receiveAll() == [])
+        ipv6Only.stop()
     }
 
     func roundTripFrom(_ source: String, port: UInt16) throws -> [UInt8]? {
