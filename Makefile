@@ -1,14 +1,23 @@
 # UVBind and directd. `make run` serves on the default; `make test` runs every test.
-SWIFT   ?= swift
-BUILD   ?= .build
+SWIFT     ?= swift
+BUILD     ?= .build
+# The C library is built apart: it links the Swift standard library statically.
+CLIB      ?= .build-clib
+PREFIX    ?= /usr/local
+DESTDIR   ?=
 # Extra flags for `make run`, e.g. make run ARGS='--bind-interface 127.0.0.1 --port 0'
-ARGS    ?=
+ARGS      ?=
+
+# The library version comes from the header, its one source.
+version_part = $(shell sed -n 's/^\#define UVBIND_VERSION_$(1) \([0-9]*\)$$/\1/p' Modules/UVBind/uvbind.h)
+VERSION   := $(call version_part,MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
+SONAME    := libUVBind.so.$(call version_part,MAJOR)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build deps run test check-test-env clean
+.PHONY: all build lib deps run test test-swift test-c install install-lib uninstall clean
 
-all: build
+all: build lib
 
 # libuv comes from Debian's libuv1-dev; install it only when pkg-config cannot find it.
 deps:
@@ -22,12 +31,48 @@ deps:
 build: deps
 	$(SWIFT) build -c release --scratch-path $(BUILD)
 
+# libUVBind.so for C hosts: the C API only is exported (uvbind.map), with a soname.
+lib: deps
+	$(SWIFT) build -c release --product UVBindC --scratch-path $(CLIB) \
+		-Xswiftc -static-stdlib \
+		-Xlinker -soname=$(SONAME) \
+		-Xlinker --version-script=$(CURDIR)/Modules/UVBind/uvbind.map
+	cp $(CLIB)/release/libUVBindC.so $(CLIB)/libUVBind.so
+
 run: build
 	$(BUILD)/release/directd $(ARGS)
 
-test: deps
+test: deps test-c test-swift
+
+test-swift: deps
 	$(SWIFT) build --build-tests --scratch-path $(BUILD)
 	$(SWIFT) test --skip-build --scratch-path $(BUILD)
 
+# The C API, from C: installed into a temporary prefix and used through pkg-config.
+test-c: lib
+	Tests/CAPI/run.sh
+
+# The library, header and pkg-config file; `install` adds directd.
+install-lib: lib
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(CLIB)/libUVBind.so $(DESTDIR)$(PREFIX)/lib/libUVBind.so.$(VERSION)
+	ln -sf libUVBind.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libUVBind.so
+	install -m 644 Modules/UVBind/uvbind.h $(DESTDIR)$(PREFIX)/include/uvbind.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' Modules/UVBind/uvbind.pc.in \
+		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/uvbind.pc
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
+
+install: build install-lib
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(BUILD)/release/directd $(DESTDIR)$(PREFIX)/bin/directd
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/directd \
+		$(DESTDIR)$(PREFIX)/lib/libUVBind.so $(DESTDIR)$(PREFIX)/lib/$(SONAME) \
+		$(DESTDIR)$(PREFIX)/lib/libUVBind.so.$(VERSION) \
+		$(DESTDIR)$(PREFIX)/include/uvbind.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/uvbind.pc
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(CLIB)

@@ -5,6 +5,9 @@ let package = Package(
     name: "UVBind",
     products: [
         .library(name: "UVBind", targets: ["UVBind"]),
+        // The same library for C hosts: `make` links it with the Swift standard
+        // library inside and installs it as libUVBind.so (see the Makefile).
+        .library(name: "UVBindC", type: .dynamic, targets: ["UVBind"]),
         .executable(name: "directd", targets: ["directd"]),
     ],
     dependencies: [
@@ -18,8 +21,10 @@ let package = Package(
             pkgConfig: "libuv",
             providers: [.apt(["libuv1-dev"])]
         ),
+        // The C API's header, implemented by UVBind with @c @implementation.
+        .systemLibrary(name: "CUVBind", path: "Modules/UVBind"),
         // The bind core. Depends on libuv and the standard library only: C hosts link it.
-        .target(name: "UVBind", dependencies: ["CUV"]),
+        .target(name: "UVBind", dependencies: ["CUV", "CUVBind"]),
         .executableTarget(
             name: "directd",
             dependencies: [

@@ -83,12 +83,19 @@ public enum HandleStorage {
     }
 }
 
+/// An owner that wants to know when libuv has finished closing its handle.
+public protocol HandleCloseObserver: AnyObject {
+    /// The handle's memory is gone; called once, from the close callback.
+    func handleDidClose()
+}
+
 /// The close callback of every handle from `HandleStorage`: libuv is done with
-/// it, so the owner's reference goes and then the memory.
+/// it, so the memory goes, the owner hears of it, and its reference goes.
 private func releaseClosedHandle(_ handle: UnsafeMutablePointer<uv_handle_t>?) {
     guard let handle else { return }
-    if let data = handle.pointee.data {
-        Unmanaged<AnyObject>.fromOpaque(data).release()
-    }
+    let data = handle.pointee.data
     UnsafeMutableRawPointer(handle).deallocate()
+    guard let data else { return }
+    let owner = Unmanaged<AnyObject>.fromOpaque(data).takeRetainedValue()
+    (owner as? HandleCloseObserver)?.handleDidClose()
 }

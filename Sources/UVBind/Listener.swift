@@ -4,7 +4,7 @@ import CUV
 ///
 /// Opened by `ListenerGroup` (or `Listener.open`), closed with `close()`; its
 /// memory goes when libuv's close callback has run. Loop thread only.
-public final class Listener {
+public final class Listener: HandleCloseObserver {
     public typealias ConnectionHandler = (Listener, UVError?) -> Void
 
     /// What was asked for.
@@ -102,11 +102,20 @@ public final class Listener {
     }
 
     /// Stops listening at once (the socket closes now); memory goes after the loop
-    /// runs the close callback. Closing twice does nothing.
-    public func close() {
+    /// runs the close callback, and then `closed` runs. Closing twice does nothing.
+    public func close(closed: (() -> Void)? = nil) {
         guard !isClosed else { return }
         isClosed = true
         onConnection = nil
+        onClosed = closed
         HandleStorage.close(handle)
+    }
+
+    private var onClosed: (() -> Void)?
+
+    public func handleDidClose() {
+        let closed = onClosed
+        onClosed = nil
+        closed?()
     }
 }
