@@ -15,7 +15,7 @@ SONAME    := libUVBind.so.$(call version_part,MAJOR)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build lib deps run test test-swift test-c install install-lib uninstall clean
+.PHONY: all build lib deps run test test-swift test-c test-netns test-netns-if-root install install-lib uninstall clean
 
 all: build lib
 
@@ -42,7 +42,7 @@ lib: deps
 run: build
 	$(BUILD)/release/directd $(ARGS)
 
-test: deps test-c test-swift
+test: deps test-c test-netns-if-root test-swift
 
 test-swift: deps
 	$(SWIFT) build --build-tests --scratch-path $(BUILD)
@@ -51,6 +51,17 @@ test-swift: deps
 # The C API, from C: installed into a temporary prefix and used through pkg-config.
 test-c: lib
 	Tests/CAPI/run.sh
+
+# directd on a real multi-interface network (Linux network namespaces): needs root.
+test-netns: deps
+	@command -v strace >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null; }
+	$(SWIFT) build --scratch-path $(BUILD)
+	$(SUDO) python3 Tests/netns/netns_suite.py --directd $(BUILD)/debug/directd
+
+test-netns-if-root:
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-netns; \
+	else echo "netns: skipped: needs root to create network namespaces (run: sudo make test-netns)"; fi
 
 # The library, header and pkg-config file; `install` adds directd.
 install-lib: lib
