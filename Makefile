@@ -3,6 +3,10 @@ SWIFT     ?= swift
 BUILD     ?= .build
 # The C library is built apart: it links the Swift standard library statically.
 CLIB      ?= .build-clib
+# The benchmark's C programs (baseline server, load generator).
+BENCHBIN  ?= .build-bench
+# make bench QUICK=1: every scenario once, briefly (the test suite runs it).
+QUICK     ?=
 PREFIX    ?= /usr/local
 DESTDIR   ?=
 # Extra flags for `make run`, e.g. make run ARGS='--bind-interface 127.0.0.1 --port 0'
@@ -15,7 +19,8 @@ SONAME    := libUVBind.so.$(call version_part,MAJOR)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build lib deps run test test-swift test-c test-netns test-netns-if-root install install-lib uninstall clean
+.PHONY: all build lib deps run test test-swift test-c test-netns test-netns-if-root test-bench \
+	bench bench-deps install install-lib uninstall clean
 
 all: build lib
 
@@ -28,8 +33,10 @@ deps:
 		pkg-config --exists libuv; \
 	fi
 
+# Release, whole-module optimised, with the Swift standard library linked in:
+# the installed directd runs on machines without a Swift toolchain.
 build: deps
-	$(SWIFT) build -c release --scratch-path $(BUILD)
+	$(SWIFT) build -c release --scratch-path $(BUILD) -Xswiftc -static-stdlib
 
 # libUVBind.so for C hosts: the C API only is exported (uvbind.map), with a soname.
 lib: deps
@@ -42,7 +49,7 @@ lib: deps
 run: build
 	$(BUILD)/release/directd $(ARGS)
 
-test: deps test-c test-netns-if-root test-swift
+test: deps test-c test-netns-if-root test-bench test-swift
 
 test-swift: deps
 	$(SWIFT) build --build-tests --scratch-path $(BUILD)
@@ -62,6 +69,32 @@ test-netns: deps
 test-netns-if-root:
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-netns; \
 	else echo "netns: skipped: needs root to create network namespaces (run: sudo make test-netns)"; fi
+
+# The benchmark still runs end to end (numbers are not checked: that is make bench).
+test-bench:
+	$(MAKE) --no-print-directory bench QUICK=1
+
+# The benchmark's peers from Debian (services kept from starting on install) and
+# matplotlib for the chart.
+BENCH_PACKAGES := iperf3 sockperf socat nginx-light libnginx-mod-stream haproxy
+bench-deps: deps
+	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "make: installing $$missing"; \
+		guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; \
+			$(SUDO) chmod +x /usr/sbin/policy-rc.d; guard=1; fi; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		status=$$?; [ -n "$$guard" ] && $(SUDO) rm -f /usr/sbin/policy-rc.d; [ $$status = 0 ]; \
+	fi
+	@python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
+
+bench: build bench-deps
+	mkdir -p $(BENCHBIN)
+	cc -O2 -Wall -Wextra -Werror -std=c11 Benchmarks/c/uvbase.c $$(pkg-config --cflags --libs libuv) -o $(BENCHBIN)/uvbase
+	cc -O2 -Wall -Wextra -Werror -std=c11 Benchmarks/c/loadgen.c $$(pkg-config --cflags --libs libuv) -o $(BENCHBIN)/loadgen
+	python3 Benchmarks/bench.py --directd $(BUILD)/release/directd --bin $(BENCHBIN) $(if $(QUICK),--quick)
 
 # The library, header and pkg-config file; `install` adds directd.
 install-lib: lib
@@ -86,4 +119,4 @@ uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 clean:
-	rm -rf $(BUILD) $(CLIB)
+	rm -rf $(BUILD) $(CLIB) $(BENCHBIN)

@@ -119,9 +119,10 @@ extension UInt8 {
 extension StringProtocol {
     var allDecimal: Bool { !isEmpty && utf8.allSatisfy(\.isDecimal) }
 
-    /// Drops leading and trailing spaces, tabs and line breaks (no Foundation here).
-    /// Works on Unicode scalars, so that "\r\n" (one Character) is trimmed too.
-    var trimmedOfWhitespace: String {
+    /// Drops leading and trailing spaces, tabs and line breaks, as the bind value
+    /// and the other options are read (no Foundation here). Works on Unicode
+    /// scalars, so that "\r\n" (one Character) is trimmed too.
+    public var trimmedOfWhitespace: String {
         let isSpace: (Unicode.Scalar) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
         let scalars = unicodeScalars
         guard let first = scalars.firstIndex(where: { !isSpace($0) }),

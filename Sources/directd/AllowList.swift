@@ -1,4 +1,7 @@
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import UVBind
 
 /// The `whitelist` option: the client addresses and prefixes allowed to connect.
@@ -39,7 +42,7 @@ struct AllowList: CustomStringConvertible {
     init(parsing text: String) throws(ConfigError) {
         var prefixes: [Prefix] = []
         for piece in text.split(separator: ",", omittingEmptySubsequences: false) {
-            let entry = piece.trimmingCharacters(in: .whitespacesAndNewlines)
+            let entry = piece.trimmedOfWhitespace
             func fail(_ why: String) -> ConfigError {
                 ConfigError(description: "Invalid whitelist entry \"\(entry)\" in \"\(text)\": \(why). Expected IPv4 or IPv6 addresses or prefixes, such as 192.0.2.7, 198.51.100.0/24, 2001:db8::/32, separated by commas")
             }

@@ -1,4 +1,7 @@
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import UVBind
 
 /// What directd serves, from the embedded default, a JSON file and flags, in that order.
@@ -30,10 +33,10 @@ struct Settings {
         case "bind-interface": bindInterface = text
         case "direct-access-port": port = try ListenPort.parse(text)
         case "direct-forward":
-            let trimmed = text.trimmingCharacters(in: .whitespaces)
+            let trimmed = text.trimmedOfWhitespace
             forward = trimmed.isEmpty ? nil : try Upstream(parsing: trimmed)
         case "whitelist":
-            let trimmed = text.trimmingCharacters(in: .whitespaces)
+            let trimmed = text.trimmedOfWhitespace
             allowList = trimmed.isEmpty ? nil : try AllowList(parsing: trimmed)
         case "max-connections": maxConnections = try Self.count(key, text)
         case "idle-timeout": idleTimeout = try Self.seconds(key, text)
@@ -43,7 +46,7 @@ struct Settings {
         case "write-queue-limit": writeQueueLimit = try Self.bytes(key, text)
         case "grace": grace = try Self.seconds(key, text)
         case "log-level":
-            guard let level = LogLevel(argument: text.trimmingCharacters(in: .whitespaces)) else {
+            guard let level = LogLevel(argument: text.trimmedOfWhitespace) else {
                 throw ConfigError(description: "Invalid log-level \"\(text)\": expected one of \(LogLevel.allCases.map { "\($0)" }.joined(separator: ", "))")
             }
             logLevel = level
@@ -58,7 +61,7 @@ struct Settings {
     ]
 
     private static func count(_ key: String, _ text: String) throws(ConfigError) -> Int {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let trimmed = text.trimmedOfWhitespace
         guard let value = Int(trimmed), value > 0, trimmed.allSatisfy(\.isNumber) else {
             throw ConfigError(description: "Invalid \(key) \"\(text)\": expected a whole number above 0")
         }
@@ -66,7 +69,7 @@ struct Settings {
     }
 
     private static func seconds(_ key: String, _ text: String) throws(ConfigError) -> Double {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let trimmed = text.trimmedOfWhitespace
         let number = trimmed.hasSuffix("s") ? String(trimmed.dropLast()) : trimmed
         guard let value = Double(number), value.isFinite, value >= 0, value <= 86_400 * 365,
               number.allSatisfy({ $0.isNumber || $0 == "." }) else {
@@ -76,7 +79,7 @@ struct Settings {
     }
 
     private static func bytes(_ key: String, _ text: String) throws(ConfigError) -> Int {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let trimmed = text.trimmedOfWhitespace
         let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30),
                                       ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("", 1)]
         for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
@@ -100,12 +103,7 @@ struct ConfigError: Error, CustomStringConvertible {
 /// Values may be strings, as the spec's tool stores them, or numbers.
 enum ConfigFile {
     static func load(_ path: String, into settings: inout Settings) throws {
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw ConfigError(description: "Cannot read config file \(path): \(readFailure(error))")
-        }
+        let data = try read(path)
         let root: JSONValue
         do {
             root = try JSONDecoder().decode(JSONValue.self, from: data)
@@ -155,7 +153,7 @@ enum ConfigFile {
     /// Fails for an unknown key that is one of `known` in another spelling:
     /// other case, "_" for "-", or one or two letters off.
     private static func rejectNearMiss(_ key: String, of known: [String], path: String) throws(ConfigError) {
-        let normalised = key.lowercased().replacingOccurrences(of: "_", with: "-")
+        let normalised = String(key.lowercased().map { $0 == "_" ? "-" : $0 })
         guard let meant = known.first(where: { $0 == normalised || editDistance($0, normalised) <= 2 }) else { return }
         throw ConfigError(description: "Config file \(path): unknown key \"\(key)\"; did you mean \"\(meant)\"? (refusing to start rather than ignore it)")
     }
@@ -174,23 +172,29 @@ enum ConfigFile {
         return previous[b.count]
     }
 
-    private static func readFailure(_ error: Error) -> String {
-        let nsError = error as NSError
-        if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError,
-           underlying.domain == NSPOSIXErrorDomain {
-            return String(cString: strerror(Int32(underlying.code)))
+    /// The file's bytes, or why they cannot be had (the system's words).
+    private static func read(_ path: String) throws(ConfigError) -> Data {
+        guard let file = fopen(path, "r") else {
+            throw ConfigError(description: "Cannot read config file \(path): \(String(cString: strerror(errno)))")
         }
-        switch nsError.code {
-        case NSFileReadNoSuchFileError: return "no such file"
-        case NSFileReadNoPermissionError: return "permission denied"
-        default: return nsError.localizedDescription
+        defer { fclose(file) }
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = fread(&buffer, 1, buffer.count, file)
+            if count > 0 { data.append(contentsOf: buffer[0..<count]) }
+            if count < buffer.count {
+                if ferror(file) != 0 {
+                    throw ConfigError(description: "Cannot read config file \(path): \(String(cString: strerror(errno)))")
+                }
+                return data
+            }
         }
     }
 
     private static func decodingFailure(_ error: Error) -> String {
         if case DecodingError.dataCorrupted(let context) = error {
-            let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-            return underlying ?? context.debugDescription
+            return context.underlyingError.map { "\(context.debugDescription) (\($0))" } ?? context.debugDescription
         }
         return "\(error)"
     }

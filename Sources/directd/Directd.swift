@@ -1,6 +1,9 @@
 import ArgumentParser
 import CUV
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import UVBind
 
 @main

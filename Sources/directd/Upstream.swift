@@ -1,4 +1,7 @@
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import UVBind
 
 /// Where relayed connections go: `HOST:PORT`, IPv6 as `[2001:db8::1]:8080`.
@@ -11,7 +14,7 @@ struct Upstream: CustomStringConvertible {
 
     init(parsing text: String) throws(ConfigError) {
         self.text = text
-        let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let value = text.trimmedOfWhitespace
         func fail(_ why: String) -> ConfigError {
             ConfigError(description: "Invalid direct-forward \"\(text)\": \(why). Expected HOST:PORT, for example 127.0.0.1:8080 or [2001:db8::1]:8080")
         }

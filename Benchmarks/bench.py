@@ -1,0 +1,573 @@
+#!/usr/bin/env python3
+"""make bench: directd against the C baseline and the relays operators use today.
+
+Everything runs on this machine over loopback (127.0.0.1), each process started
+here and stopped here. Scenarios run every system in turn (A B C A B C ...) for
+several rounds, and report medians with min-max, as ratios measured in this run:
+
+1. relay throughput (iperf3 through each relay; "direct" is iperf3 alone),
+   single stream, reverse, 4 streams, with the relay's CPU time per GB;
+2. relay latency (sockperf ping-pong, 64-byte messages, full round trip);
+3. echo round trips per second: directd's echo against the C echo, unpinned and
+   pinned (server on one CPU, load on the other);
+4. connection churn through each relay: the relay's CPU seconds per 10,000;
+5. resident memory of each relay holding 10,000 idle relayed connections.
+
+Writes results/bench-TIMESTAMP.csv (raw numbers) and results/bench.png.
+QUICK=1 runs each scenario once and briefly: the test suite uses it.
+"""
+import argparse
+import csv
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST = "127.0.0.1"
+# Listening ports stay below Linux's ephemeral range (32768-60999), so that no
+# outgoing connection of an earlier scenario can hold one.
+RELAYS = ["directd", "c-baseline", "socat", "nginx", "haproxy"]
+
+
+# Descriptors a process may have: the hard limit (raising it needs
+# CAP_SYS_RESOURCE, which a sandbox may not grant).
+NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+if NOFILE == resource.RLIM_INFINITY:
+    NOFILE = 1 << 20
+
+
+class Settings:
+    def __init__(self, quick):
+        self.quick = quick
+        self.rounds = 1 if quick else 5
+        self.seconds = 1 if quick else 3
+        self.churn = 1000 if quick else 10_000
+        # A relay holds two descriptors per relayed connection.
+        self.idle = 1000 if quick else min(10_000, (NOFILE - 200) // 2)
+        self.echo_connections = 8
+
+
+# ------------------------------------------------------------------ processes
+
+
+def cpu_seconds(pid):
+    """User + system CPU of a process and its reaped children (socat forks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree(pid):
+    """A process and all its descendants."""
+    pids, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        pids.append(current)
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as f:
+                queue += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def tree_cpu(pid):
+    total = 0.0
+    for p in tree(pid):
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            pass
+    return total
+
+
+def tree_rss(pid):
+    """Resident memory of a process tree, in bytes (Rss from smaps_rollup)."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def listening(port):
+    """Whether a TCP socket listens on 127.0.0.1:port, from /proc: no connection is
+    made, so no server under test counts (or trips over) a probe."""
+    wanted = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        return any(line.split()[1] == wanted and line.split()[3] == "0A" for line in f.readlines()[1:])
+
+
+def wait_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if listening(port):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class Proc:
+    """A background process of this run; stopped for sure by stop() or at exit."""
+    live = []
+
+    def __init__(self, args, port=None, nofile=None, cpu=None, cwd=None):
+        prefix = []
+        if nofile:
+            prefix += ["prlimit", f"--nofile={nofile}:{nofile}", "--"]
+        if cpu is not None:
+            prefix += ["taskset", "-c", str(cpu)]
+        self.args = prefix + args
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     cwd=cwd, start_new_session=True)
+        Proc.live.append(self)
+        if port is not None and not wait_port(port):
+            self.stop()
+            raise RuntimeError(f"{' '.join(args)} did not listen on {port}: {self.stderr()}")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stderr(self):
+        if self.proc.poll() is None:
+            return ""
+        return (self.proc.stderr.read() or b"").decode(errors="replace")[-2000:]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(10)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+        if self in Proc.live:
+            Proc.live.remove(self)
+
+    @classmethod
+    def stop_all(cls):
+        for proc in list(cls.live):
+            proc.stop()
+
+
+def run(args, timeout, cpu=None, nofile=None):
+    prefix = []
+    if nofile:
+        prefix += ["prlimit", f"--nofile={nofile}:{nofile}", "--"]
+    if cpu is not None:
+        prefix += ["taskset", "-c", str(cpu)]
+    result = subprocess.run(prefix + args, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr[-2000:]}")
+    return result.stdout
+
+
+# ------------------------------------------------------------------ the systems
+
+
+class Bench:
+    def __init__(self, settings, directd, bindir, workdir):
+        self.settings = settings
+        self.directd = directd
+        self.uvbase = os.path.join(bindir, "uvbase")
+        self.loadgen = os.path.join(bindir, "loadgen")
+        self.work = workdir
+        self.rows = []  # (scenario, variant, system, round, metric, value)
+
+    def record(self, scenario, variant, system, round_, metric, value):
+        self.rows.append((scenario, variant, system, round_, metric, value))
+
+    def start_relay(self, name, listen, upstream, nofile=NOFILE):
+        if name == "directd":
+            args = [self.directd, "--bind-interface", HOST, "--port", str(listen),
+                    "--forward", f"{HOST}:{upstream}", "--log-level", "warning", "--max-connections", "100000"]
+        elif name == "c-baseline":
+            args = [self.uvbase, HOST, str(listen), HOST, str(upstream)]
+        elif name == "socat":
+            args = ["socat", f"TCP-LISTEN:{listen},bind={HOST},fork,reuseaddr,nodelay,backlog=511",
+                    f"TCP:{HOST}:{upstream},nodelay"]
+        elif name == "nginx":
+            folder = os.path.join(self.work, f"nginx-{listen}")
+            os.makedirs(folder, exist_ok=True)
+            conf = os.path.join(folder, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile {NOFILE};
+pid {folder}/nginx.pid;
+error_log {folder}/error.log warn;
+events {{ worker_connections {NOFILE // 2}; }}
+stream {{
+    server {{
+        listen {HOST}:{listen} backlog=511;
+        proxy_pass {HOST}:{upstream};
+        tcp_nodelay on;
+        proxy_buffer_size 64k;
+        proxy_timeout 1h;
+    }}
+}}
+""")
+            args = ["nginx", "-p", folder, "-e", f"{folder}/error.log", "-c", conf]
+        elif name == "haproxy":
+            conf = os.path.join(self.work, f"haproxy-{listen}.cfg")
+            with open(conf, "w") as f:
+                f.write(f"""global
+    nbthread 1
+    maxconn {(NOFILE - 100) // 2}
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+frontend relay
+    bind {HOST}:{listen}
+    default_backend upstream
+backend upstream
+    server upstream {HOST}:{upstream}
+""")
+            args = ["haproxy", "-db", "-f", conf]
+        else:
+            raise ValueError(name)
+        return Proc(args, port=listen, nofile=nofile)
+
+    # ---------------------------------------------------------- 1. throughput
+
+    def throughput(self):
+        s = self.settings
+        modes = [("single", []), ("reverse", ["-R"]), ("4 streams", ["-P", "4"])]
+        upstream = None
+        try:
+            for r in range(s.rounds):
+                for mode, flags in modes:
+                    for name in ["direct"] + RELAYS:
+                        # A fresh iperf3 server each time: no state left from the last test.
+                        upstream = Proc(["iperf3", "-s", "-B", HOST, "-p", "24101"], port=24101)
+                        relay = None if name == "direct" else self.start_relay(name, 24102, 24101)
+                        port = 24101 if relay is None else 24102
+                        before = tree_cpu(relay.pid) if relay else 0
+                        out = run(["iperf3", "-c", HOST, "-p", str(port), "-t", str(s.seconds), "-J"] + flags,
+                                  timeout=s.seconds + 30)
+                        report_ = json.loads(out)
+                        if "error" in report_ or "sum_received" not in report_.get("end", {}):
+                            raise RuntimeError(f"iperf3 {mode} through {name}: {report_.get('error', 'no result')}")
+                        result = report_["end"]["sum_received"]
+                        self.record("throughput", mode, name, r, "gbit_per_s", result["bits_per_second"] / 1e9)
+                        if relay:
+                            cpu = tree_cpu(relay.pid) - before
+                            self.record("throughput", mode, name, r, "cpu_s_per_gb", cpu / (result["bytes"] / 1e9))
+                            relay.stop()
+                        upstream.stop()
+        finally:
+            Proc.stop_all()
+
+    # ---------------------------------------------------------- 2. latency
+
+    def latency(self):
+        s = self.settings
+        upstream = Proc(["sockperf", "server", "--tcp", "-i", HOST, "-p", "24111"], port=24111)
+        try:
+            for r in range(s.rounds):
+                for name in ["direct"] + RELAYS:
+                    relay = None if name == "direct" else self.start_relay(name, 24112, 24111)
+                    port = 24111 if relay is None else 24112
+                    out = run(["sockperf", "ping-pong", "--tcp", "-i", HOST, "-p", str(port), "-m", "64",
+                               "-t", str(s.seconds), "--full-rtt"], timeout=s.seconds + 30)
+                    for pct, metric in (("50.000", "p50_us"), ("99.000", "p99_us")):
+                        match = re.search(rf"percentile {re.escape(pct)} =\s*([\d.]+)", out)
+                        if not match:
+                            raise RuntimeError(f"sockperf printed no {pct} percentile:\n{out[-1500:]}")
+                        self.record("latency", "64 B ping-pong", name, r, metric, float(match.group(1)))
+                    if relay:
+                        relay.stop()
+        finally:
+            upstream.stop()
+
+    # ---------------------------------------------------------- 3. echo
+
+    def echo(self):
+        s = self.settings
+        for r in range(s.rounds):
+            for variant, server_cpu, load_cpu in (("unpinned", None, None), ("pinned", 1, 0)):
+                for name in ("directd", "c-baseline"):
+                    if name == "directd":
+                        args = [self.directd, "--bind-interface", HOST, "--port", "24121", "--log-level", "warning"]
+                    else:
+                        args = [self.uvbase, HOST, "24121"]
+                    server = Proc(args, port=24121, cpu=server_cpu)
+                    before = tree_cpu(server.pid)
+                    out = run([self.loadgen, "pingpong", HOST, "24121", str(s.echo_connections),
+                               str(s.seconds), "64"], timeout=s.seconds + 30, cpu=load_cpu)
+                    cpu = tree_cpu(server.pid) - before
+                    rate = float(re.search(r"roundtrips_per_second (\d+)", out).group(1))
+                    self.record("echo", variant, name, r, "roundtrips_per_s", rate)
+                    self.record("echo", variant, name, r, "cpu_us_per_roundtrip", cpu / (rate * s.seconds) * 1e6)
+                    server.stop()
+
+    # ---------------------------------------------------------- 4. churn
+
+    def churn(self):
+        s = self.settings
+        upstream = Proc([self.uvbase, HOST, "24131"], port=24131, nofile=NOFILE)
+        try:
+            for r in range(s.rounds):
+                for name in RELAYS:
+                    relay = self.start_relay(name, 24132, 24131, nofile=NOFILE)
+                    before = tree_cpu(relay.pid)
+                    out = run([self.loadgen, "churn", HOST, "24132", str(s.churn), "16"], timeout=300,
+                              nofile=NOFILE)
+                    time.sleep(0.3)  # socat's children exit and are reaped
+                    cpu = tree_cpu(relay.pid) - before
+                    match = re.search(r"connections_per_second (\d+) failed (\d+)", out)
+                    self.record("churn", f"{s.churn} connections", name, r, "connections_per_s", float(match.group(1)))
+                    self.record("churn", f"{s.churn} connections", name, r, "failed", float(match.group(2)))
+                    self.record("churn", f"{s.churn} connections", name, r, "cpu_s_per_10k", cpu * 10_000 / s.churn)
+                    relay.stop()
+                    time.sleep(0.5)
+        finally:
+            upstream.stop()
+
+    # ---------------------------------------------------------- 5. memory
+
+    def memory(self):
+        s = self.settings
+        upstream = Proc([self.uvbase, HOST, "24141"], port=24141, nofile=NOFILE)
+        # socat forks a process per connection: 10,000 processes are not a
+        # measurement this machine should be put through.
+        relays = [name for name in RELAYS if name != "socat"]
+        try:
+            for r in range(s.rounds):
+                for name in relays:
+                    relay = self.start_relay(name, 24142, 24141, nofile=NOFILE)
+                    idle = tree_rss(relay.pid)
+                    holder = subprocess.Popen(
+                        ["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--", self.loadgen, "hold", HOST, "24142",
+                         str(s.idle), "120"], stdout=subprocess.PIPE, text=True)
+                    try:
+                        line = holder.stdout.readline()
+                        match = re.match(r"held (\d+) failed (\d+)", line)
+                        if not match:
+                            raise RuntimeError(f"loadgen hold through {name}: {line!r} {relay.stderr()}")
+                        time.sleep(0.5)
+                        rss = tree_rss(relay.pid)
+                        variant = f"{s.idle} idle"
+                        self.record("memory", variant, name, r, "held", float(match.group(1)))
+                        self.record("memory", variant, name, r, "rss_mib", rss / 2**20)
+                        self.record("memory", variant, name, r, "bytes_per_connection", (rss - idle) / s.idle)
+                    finally:
+                        holder.send_signal(signal.SIGTERM)
+                        holder.wait(20)
+                        relay.stop()
+                        time.sleep(0.5)
+        finally:
+            upstream.stop()
+
+
+# ------------------------------------------------------------------ reporting
+
+
+def values(rows, scenario, variant, system, metric):
+    return [v for (sc, va, sy, _, m, v) in rows if (sc, va, sy, m) == (scenario, variant, system, metric)]
+
+
+def summary(vals):
+    if not vals:
+        return None
+    return statistics.median(vals), min(vals), max(vals)
+
+
+def fmt(stat, digits=2):
+    if stat is None:
+        return "-"
+    median, low, high = stat
+    if low == high:
+        return f"{median:.{digits}f}"
+    return f"{median:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
+
+
+def ratio(a, b):
+    if a is None or b is None or b[0] == 0:
+        return "-"
+    return f"{a[0] / b[0]:.2f}"
+
+
+def table(title, header, lines):
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
+    print(f"\n{title}")
+    print("  " + "  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
+    for line in lines:
+        print("  " + "  ".join(str(x).ljust(w) for x, w in zip(line, widths)))
+
+
+def report(rows, settings):
+    systems = ["direct"] + RELAYS
+    for mode in ("single", "reverse", "4 streams"):
+        direct = summary(values(rows, "throughput", mode, "direct", "gbit_per_s"))
+        ours = summary(values(rows, "throughput", mode, "directd", "gbit_per_s"))
+        lines = []
+        for name in systems:
+            stat = summary(values(rows, "throughput", mode, name, "gbit_per_s"))
+            cpu = summary(values(rows, "throughput", mode, name, "cpu_s_per_gb"))
+            lines.append([name, fmt(stat), ratio(stat, direct), ratio(ours, stat), fmt(cpu, 3)])
+        table(f"1. relay throughput, {mode} (Gbit/s, median [min-max])",
+              ["system", "Gbit/s", "/ direct", "directd / it", "relay CPU s per GB"], lines)
+
+    direct = {m: summary(values(rows, "latency", "64 B ping-pong", "direct", m)) for m in ("p50_us", "p99_us")}
+    ours = {m: summary(values(rows, "latency", "64 B ping-pong", "directd", m)) for m in ("p50_us", "p99_us")}
+    lines = []
+    for name in systems:
+        p50 = summary(values(rows, "latency", "64 B ping-pong", name, "p50_us"))
+        p99 = summary(values(rows, "latency", "64 B ping-pong", name, "p99_us"))
+        added = f"{p50[0] - direct['p50_us'][0]:.1f}" if p50 and direct["p50_us"] else "-"
+        lines.append([name, fmt(p50, 1), fmt(p99, 1), added, ratio(ours["p50_us"], p50), ratio(ours["p99_us"], p99)])
+    table("2. relay latency, 64-byte ping-pong round trip (microseconds)",
+          ["system", "p50", "p99", "p50 added over direct", "directd / it p50", "directd / it p99"], lines)
+
+    lines = []
+    for variant in ("unpinned", "pinned"):
+        ours = summary(values(rows, "echo", variant, "directd", "roundtrips_per_s"))
+        base = summary(values(rows, "echo", variant, "c-baseline", "roundtrips_per_s"))
+        for name, stat in (("directd", ours), ("c-baseline", base)):
+            cpu = summary(values(rows, "echo", variant, name, "cpu_us_per_roundtrip"))
+            lines.append([variant, name, fmt(stat, 0), fmt(cpu, 2), ratio(stat, base)])
+    table(f"3. echo round trips per second ({settings.echo_connections} connections, 64 bytes)",
+          ["cpus", "server", "round trips/s", "server CPU us per round trip", "/ c-baseline"], lines)
+
+    variant = f"{settings.churn} connections"
+    ours = summary(values(rows, "churn", variant, "directd", "cpu_s_per_10k"))
+    lines = []
+    for name in RELAYS:
+        cpu = summary(values(rows, "churn", variant, name, "cpu_s_per_10k"))
+        rate = summary(values(rows, "churn", variant, name, "connections_per_s"))
+        failed = sum(values(rows, "churn", variant, name, "failed"))
+        lines.append([name, fmt(cpu, 3), fmt(rate, 0), int(failed), ratio(ours, cpu)])
+    table(f"4. connection churn through each relay ({settings.churn} connections, 16 at a time)",
+          ["relay", "relay CPU s per 10,000", "connections/s", "failed", "directd / it"], lines)
+
+    variant = f"{settings.idle} idle"
+    ours = summary(values(rows, "memory", variant, "directd", "rss_mib"))
+    lines = []
+    for name in RELAYS:
+        rss = summary(values(rows, "memory", variant, name, "rss_mib"))
+        per = summary(values(rows, "memory", variant, name, "bytes_per_connection"))
+        held = values(rows, "memory", variant, name, "held")
+        lines.append([name, fmt(rss, 1), fmt(per, 0), int(min(held)) if held else "-", ratio(ours, rss)])
+    table(f"5. resident memory holding {settings.idle} idle relayed connections (MiB)",
+          ["relay", "RSS MiB", "bytes per connection", "held", "directd / it"], lines)
+    print("   socat: not measured (one process per connection).")
+
+
+def write_csv(rows, path, machine):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["scenario", "variant", "system", "round", "metric", "value", "machine"])
+        for row in rows:
+            writer.writerow(list(row) + [machine])
+
+
+def chart(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("chart: matplotlib is not installed; no chart drawn", file=sys.stderr)
+        return False
+    systems = ["direct"] + RELAYS
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    modes = ("single", "reverse", "4 streams")
+    width = 0.8 / len(systems)
+    for i, name in enumerate(systems):
+        medians = [(summary(values(rows, "throughput", m, name, "gbit_per_s")) or (0, 0, 0))[0] for m in modes]
+        left.bar([x + i * width for x in range(len(modes))], medians, width, label=name)
+    left.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(modes))], modes)
+    left.set_ylabel("Gbit/s (median)")
+    left.set_title("Relay throughput (iperf3, loopback)")
+    left.legend(fontsize=8)
+    for j, metric in enumerate(("p50_us", "p99_us")):
+        medians = [(summary(values(rows, "latency", "64 B ping-pong", n, metric)) or (0, 0, 0))[0] for n in systems]
+        right.bar([x + j * 0.4 for x in range(len(systems))], medians, 0.4, label=metric.replace("_us", ""))
+    right.set_xticks([x + 0.2 for x in range(len(systems))], systems, fontsize=8)
+    right.set_ylabel("round trip, microseconds (median)")
+    right.set_title("Relay latency (sockperf ping-pong, 64 B)")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+# ------------------------------------------------------------------ main
+
+
+def machine_description():
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) / 2**20
+    return f"{os.cpu_count()} x {model}, {mem:.0f} GiB, Linux {os.uname().release}"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--directd", required=True)
+    parser.add_argument("--bin", required=True, help="folder with uvbase and loadgen")
+    parser.add_argument("--results", default=os.path.join(ROOT, "results"))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", help="comma-separated scenarios to run")
+    args = parser.parse_args()
+    settings = Settings(args.quick)
+    for tool in ("iperf3", "sockperf", "socat", "nginx", "haproxy", "prlimit", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is missing (make bench installs it)")
+    os.makedirs(args.results, exist_ok=True)
+    machine = machine_description()
+    print(f"bench: {'quick' if args.quick else 'full'} run, {settings.rounds} round(s), on {machine}")
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="uvbind-bench-") as work:
+        bench = Bench(settings, os.path.abspath(args.directd), os.path.abspath(args.bin), work)
+        scenarios = [("throughput", bench.throughput), ("latency", bench.latency), ("echo", bench.echo),
+                     ("churn", bench.churn), ("memory", bench.memory)]
+        only = set(args.only.split(",")) if args.only else None
+        try:
+            for name, scenario in scenarios:
+                if only and name not in only:
+                    continue
+                t = time.time()
+                scenario()
+                print(f"bench: {name} done in {time.time() - t:.0f} s", flush=True)
+        finally:
+            Proc.stop_all()
+    report(bench.rows, settings)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    csv_path = os.path.join(args.results, f"bench-{stamp}.csv")
+    write_csv(bench.rows, csv_path, machine)
+    png_path = os.path.join(args.results, "bench.png")
+    drew = chart(bench.rows, png_path)
+    print(f"\nbench: raw numbers in {csv_path}" + (f", chart in {png_path}" if drew else ""))
+    print(f"bench: finished in {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
