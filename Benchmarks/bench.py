@@ -191,9 +191,23 @@ class Bench:
         self.loadgen = os.path.join(bindir, "loadgen")
         self.work = workdir
         self.rows = []  # (scenario, variant, system, round, metric, value)
+        self.failures = []
 
     def record(self, scenario, variant, system, round_, metric, value):
         self.rows.append((scenario, variant, system, round_, metric, value))
+
+    def attempt(self, what, measure):
+        """Runs one measurement; a failure is reported, not fatal, and the
+        processes it started are stopped."""
+        started = len(Proc.live)
+        try:
+            measure()
+        except Exception as error:  # noqa: BLE001 - every failure is reported at the end
+            self.failures.append(f"{what}: {error}")
+            print(f"bench: FAILED {what}: {error}", file=sys.stderr, flush=True)
+        finally:
+            for proc in Proc.live[started:]:
+                proc.stop()
 
     def start_relay(self, name, listen, upstream, nofile=NOFILE):
         if name == "directd":
@@ -215,7 +229,7 @@ worker_processes 1;
 worker_rlimit_nofile {NOFILE};
 pid {folder}/nginx.pid;
 error_log {folder}/error.log warn;
-events {{ worker_connections {NOFILE // 2}; }}
+events {{ worker_connections {NOFILE - 100}; }}
 stream {{
     server {{
         listen {HOST}:{listen} backlog=511;
@@ -254,13 +268,12 @@ backend upstream
     def throughput(self):
         s = self.settings
         modes = [("single", []), ("reverse", ["-R"]), ("4 streams", ["-P", "4"])]
-        upstream = None
-        try:
-            for r in range(s.rounds):
-                for mode, flags in modes:
-                    for name in ["direct"] + RELAYS:
+        for r in range(s.rounds):
+            for mode, flags in modes:
+                for name in ["direct"] + RELAYS:
+                    def measure(mode=mode, flags=flags, name=name):
                         # A fresh iperf3 server each time: no state left from the last test.
-                        upstream = Proc(["iperf3", "-s", "-B", HOST, "-p", "24101"], port=24101)
+                        Proc(["iperf3", "-s", "-B", HOST, "-p", "24101"], port=24101)
                         relay = None if name == "direct" else self.start_relay(name, 24102, 24101)
                         port = 24101 if relay is None else 24102
                         before = tree_cpu(relay.pid) if relay else 0
@@ -268,25 +281,22 @@ backend upstream
                                   timeout=s.seconds + 30)
                         report_ = json.loads(out)
                         if "error" in report_ or "sum_received" not in report_.get("end", {}):
-                            raise RuntimeError(f"iperf3 {mode} through {name}: {report_.get('error', 'no result')}")
+                            raise RuntimeError(f"iperf3: {report_.get('error', 'no result')}")
                         result = report_["end"]["sum_received"]
                         self.record("throughput", mode, name, r, "gbit_per_s", result["bits_per_second"] / 1e9)
                         if relay:
                             cpu = tree_cpu(relay.pid) - before
                             self.record("throughput", mode, name, r, "cpu_s_per_gb", cpu / (result["bytes"] / 1e9))
-                            relay.stop()
-                        upstream.stop()
-        finally:
-            Proc.stop_all()
+                    self.attempt(f"throughput {mode} through {name}, round {r + 1}", measure)
 
     # ---------------------------------------------------------- 2. latency
 
     def latency(self):
         s = self.settings
-        upstream = Proc(["sockperf", "server", "--tcp", "-i", HOST, "-p", "24111"], port=24111)
-        try:
-            for r in range(s.rounds):
-                for name in ["direct"] + RELAYS:
+        for r in range(s.rounds):
+            for name in ["direct"] + RELAYS:
+                def measure(name=name):
+                    Proc(["sockperf", "server", "--tcp", "-i", HOST, "-p", "24111"], port=24111)
                     relay = None if name == "direct" else self.start_relay(name, 24112, 24111)
                     port = 24111 if relay is None else 24112
                     out = run(["sockperf", "ping-pong", "--tcp", "-i", HOST, "-p", str(port), "-m", "64",
@@ -296,10 +306,7 @@ backend upstream
                         if not match:
                             raise RuntimeError(f"sockperf printed no {pct} percentile:\n{out[-1500:]}")
                         self.record("latency", "64 B ping-pong", name, r, metric, float(match.group(1)))
-                    if relay:
-                        relay.stop()
-        finally:
-            upstream.stop()
+                self.attempt(f"latency through {name}, round {r + 1}", measure)
 
     # ---------------------------------------------------------- 3. echo
 
@@ -308,39 +315,42 @@ backend upstream
         for r in range(s.rounds):
             for variant, server_cpu, load_cpu in (("unpinned", None, None), ("pinned", 1, 0)):
                 for name in ("directd", "c-baseline"):
-                    if name == "directd":
-                        args = [self.directd, "--bind-interface", HOST, "--port", "24121", "--log-level", "warning"]
-                    else:
-                        args = [self.uvbase, HOST, "24121"]
-                    server = Proc(args, port=24121, cpu=server_cpu)
-                    before = tree_cpu(server.pid)
-                    out = run([self.loadgen, "pingpong", HOST, "24121", str(s.echo_connections),
-                               str(s.seconds), "64"], timeout=s.seconds + 30, cpu=load_cpu)
-                    cpu = tree_cpu(server.pid) - before
-                    rate = float(re.search(r"roundtrips_per_second (\d+)", out).group(1))
-                    self.record("echo", variant, name, r, "roundtrips_per_s", rate)
-                    self.record("echo", variant, name, r, "cpu_us_per_roundtrip", cpu / (rate * s.seconds) * 1e6)
-                    server.stop()
+                    def measure(variant=variant, server_cpu=server_cpu, load_cpu=load_cpu, name=name):
+                        if name == "directd":
+                            args = [self.directd, "--bind-interface", HOST, "--port", "24121", "--log-level", "warning"]
+                        else:
+                            args = [self.uvbase, HOST, "24121"]
+                        server = Proc(args, port=24121, cpu=server_cpu)
+                        before = tree_cpu(server.pid)
+                        out = run([self.loadgen, "pingpong", HOST, "24121", str(s.echo_connections),
+                                   str(s.seconds), "64"], timeout=s.seconds + 30, cpu=load_cpu)
+                        cpu = tree_cpu(server.pid) - before
+                        rate = float(re.search(r"roundtrips_per_second (\d+)", out).group(1))
+                        self.record("echo", variant, name, r, "roundtrips_per_s", rate)
+                        self.record("echo", variant, name, r, "cpu_us_per_roundtrip", cpu / (rate * s.seconds) * 1e6)
+                    self.attempt(f"echo {variant} {name}, round {r + 1}", measure)
 
     # ---------------------------------------------------------- 4. churn
 
     def churn(self):
         s = self.settings
+        variant = f"{s.churn} connections"
         upstream = Proc([self.uvbase, HOST, "24131"], port=24131, nofile=NOFILE)
         try:
             for r in range(s.rounds):
                 for name in RELAYS:
-                    relay = self.start_relay(name, 24132, 24131, nofile=NOFILE)
-                    before = tree_cpu(relay.pid)
-                    out = run([self.loadgen, "churn", HOST, "24132", str(s.churn), "16"], timeout=300,
-                              nofile=NOFILE)
-                    time.sleep(0.3)  # socat's children exit and are reaped
-                    cpu = tree_cpu(relay.pid) - before
-                    match = re.search(r"connections_per_second (\d+) failed (\d+)", out)
-                    self.record("churn", f"{s.churn} connections", name, r, "connections_per_s", float(match.group(1)))
-                    self.record("churn", f"{s.churn} connections", name, r, "failed", float(match.group(2)))
-                    self.record("churn", f"{s.churn} connections", name, r, "cpu_s_per_10k", cpu * 10_000 / s.churn)
-                    relay.stop()
+                    def measure(name=name):
+                        relay = self.start_relay(name, 24132, 24131)
+                        before = tree_cpu(relay.pid)
+                        out = run([self.loadgen, "churn", HOST, "24132", str(s.churn), "16"], timeout=300,
+                                  nofile=NOFILE)
+                        time.sleep(0.3)  # socat's children exit and are reaped
+                        cpu = tree_cpu(relay.pid) - before
+                        match = re.search(r"connections_per_second (\d+) failed (\d+)", out)
+                        self.record("churn", variant, name, r, "connections_per_s", float(match.group(1)))
+                        self.record("churn", variant, name, r, "failed", float(match.group(2)))
+                        self.record("churn", variant, name, r, "cpu_s_per_10k", cpu * 10_000 / s.churn)
+                    self.attempt(f"churn through {name}, round {r + 1}", measure)
                     time.sleep(0.5)
         finally:
             upstream.stop()
@@ -349,6 +359,7 @@ backend upstream
 
     def memory(self):
         s = self.settings
+        variant = f"{s.idle} idle"
         upstream = Proc([self.uvbase, HOST, "24141"], port=24141, nofile=NOFILE)
         # socat forks a process per connection: 10,000 processes are not a
         # measurement this machine should be put through.
@@ -356,27 +367,27 @@ backend upstream
         try:
             for r in range(s.rounds):
                 for name in relays:
-                    relay = self.start_relay(name, 24142, 24141, nofile=NOFILE)
-                    idle = tree_rss(relay.pid)
-                    holder = subprocess.Popen(
-                        ["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--", self.loadgen, "hold", HOST, "24142",
-                         str(s.idle), "120"], stdout=subprocess.PIPE, text=True)
-                    try:
-                        line = holder.stdout.readline()
-                        match = re.match(r"held (\d+) failed (\d+)", line)
-                        if not match:
-                            raise RuntimeError(f"loadgen hold through {name}: {line!r} {relay.stderr()}")
-                        time.sleep(0.5)
-                        rss = tree_rss(relay.pid)
-                        variant = f"{s.idle} idle"
-                        self.record("memory", variant, name, r, "held", float(match.group(1)))
-                        self.record("memory", variant, name, r, "rss_mib", rss / 2**20)
-                        self.record("memory", variant, name, r, "bytes_per_connection", (rss - idle) / s.idle)
-                    finally:
-                        holder.send_signal(signal.SIGTERM)
-                        holder.wait(20)
-                        relay.stop()
-                        time.sleep(0.5)
+                    def measure(name=name):
+                        relay = self.start_relay(name, 24142, 24141)
+                        idle = tree_rss(relay.pid)
+                        holder = subprocess.Popen(
+                            ["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--", self.loadgen, "hold", HOST, "24142",
+                             str(s.idle), "60"], stdout=subprocess.PIPE, text=True)
+                        try:
+                            line = holder.stdout.readline()
+                            match = re.match(r"held (\d+) failed (\d+) pending (\d+)", line)
+                            if not match or int(match.group(1)) != s.idle:
+                                raise RuntimeError(f"loadgen hold: {line.strip()!r} {relay.stderr()}")
+                            time.sleep(0.5)
+                            rss = tree_rss(relay.pid)
+                            self.record("memory", variant, name, r, "held", float(match.group(1)))
+                            self.record("memory", variant, name, r, "rss_mib", rss / 2**20)
+                            self.record("memory", variant, name, r, "bytes_per_connection", (rss - idle) / s.idle)
+                        finally:
+                            holder.send_signal(signal.SIGTERM)
+                            holder.wait(20)
+                    self.attempt(f"memory through {name}, round {r + 1}", measure)
+                    time.sleep(0.5)
         finally:
             upstream.stop()
 
@@ -560,6 +571,10 @@ def main():
         finally:
             Proc.stop_all()
     report(bench.rows, settings)
+    if bench.failures:
+        print(f"\nbench: {len(bench.failures)} measurement(s) failed:")
+        for failure in bench.failures:
+            print(f"  {failure}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     csv_path = os.path.join(args.results, f"bench-{stamp}.csv")
     write_csv(bench.rows, csv_path, machine)
@@ -567,6 +582,8 @@ def main():
     drew = chart(bench.rows, png_path)
     print(f"\nbench: raw numbers in {csv_path}" + (f", chart in {png_path}" if drew else ""))
     print(f"bench: finished in {time.time() - started:.0f} s")
+    if bench.failures:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

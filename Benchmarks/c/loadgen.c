@@ -10,8 +10,9 @@
  *       it back, close. Prints "connections_per_second N failed N".
  *   loadgen hold IP PORT COUNT SECONDS
  *       Opens COUNT connections (200 connecting at a time), exchanges one byte
- *       on each so that each is relayed end to end, prints "held N failed N",
- *       then holds them until SIGTERM or SECONDS pass.
+ *       on each so that each is relayed end to end, prints "held N failed N
+ *       pending 0", then holds them until SIGTERM or SECONDS pass. If SECONDS
+ *       pass first, it prints the same line with the connections still pending.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <signal.h>
@@ -35,12 +36,19 @@ static char *mode;
 static size_t message_size = 1;
 static char *message;
 static long long roundtrips, completed, failed, started, total, held;
-static int concurrency, stopping;
+static int concurrency, stopping, reported;
 static uv_timer_t timer;
 static uv_signal_t term;
 
 static void start_one(void);
 static void send_message(conn_t *c);
+
+static void report_held(void) {
+  if (reported) return;
+  reported = 1;
+  printf("held %lld failed %lld pending %lld\n", held, failed, total - held - failed);
+  fflush(stdout);
+}
 
 static void on_closed(uv_handle_t *h) {
   conn_t *c = h->data;
@@ -79,7 +87,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   } else { /* hold: stay open, stop reading */
     uv_read_stop(s);
     held++;
-    if (held + failed == total) { printf("held %lld failed %lld\n", held, failed); fflush(stdout); }
+    if (held + failed == total) report_held();
     else if (started < total) start_one();
   }
 }
@@ -107,7 +115,7 @@ static void on_connect(uv_connect_t *req, int status) {
   if (status < 0) {
     finish(c, 0);
     if (strcmp(mode, "hold") == 0) {
-      if (held + failed == total) { printf("held %lld failed %lld\n", held, failed); fflush(stdout); }
+      if (held + failed == total) report_held();
       else if (started < total) start_one();
     }
     return;
@@ -130,6 +138,7 @@ static void start_one(void) {
 static void on_timer(uv_timer_t *t) {
   (void) t;
   stopping = 1;
+  if (strcmp(mode, "hold") == 0) report_held();
   uv_stop(loop);
 }
 

@@ -230,14 +230,18 @@ final class Server {
         }
         let connectLimit = UInt64(settings.connectTimeout * 1000)
         let idleLimit = UInt64(settings.idleTimeout * 1000)
-        for session in Array(sessions.values) {
+        // Nothing can expire in an echo without an idle timeout: skip the scan.
+        guard settings.forward != nil || idleLimit > 0 else { return }
+        var expired: [(Session, String?)] = []
+        for session in sessions.values {
             if session.connecting, now - session.opened >= connectLimit {
                 upstreamFailed(session, reason: "upstream \(settings.forward!) did not answer within \(settings.connectTimeout) s")
-                session.close(reason: nil)
+                expired.append((session, nil))
             } else if idleLimit > 0, !session.connecting, now - session.lastActivity >= idleLimit {
-                session.close(reason: "idle for \(settings.idleTimeout) s")
+                expired.append((session, "idle for \(settings.idleTimeout) s"))
             }
         }
+        for (session, reason) in expired { session.close(reason: reason) }
     }
 
     // MARK: stopping
