@@ -31,6 +31,17 @@ public enum HandleStorage {
         return Unmanaged<Owner>.fromOpaque(data).takeUnretainedValue()
     }
 
+    /// Runs `body` with the owner of a handle without retaining and releasing it:
+    /// the handle's own reference keeps it alive for the whole callback. For the
+    /// per-read callbacks, where that pair of atomic operations shows in profiles.
+    @inlinable
+    public static func withOwner<Owner: AnyObject, Handle, Result>(
+        of handle: UnsafeMutablePointer<Handle>?, as _: Owner.Type, _ body: (Owner) -> Result
+    ) -> Result {
+        let data = UnsafeMutableRawPointer(handle!).assumingMemoryBound(to: uv_handle_t.self).pointee.data!
+        return Unmanaged<Owner>.fromOpaque(data)._withUnsafeGuaranteedRef(body)
+    }
+
     /// The owner of a request (`uv_write_t`, `uv_shutdown_t`, `uv_connect_t`), stored
     /// *unretained* with `attachUnretained`: requests belong to an object whose
     /// handle keeps it alive, and libuv runs every request's callback (with

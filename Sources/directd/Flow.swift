@@ -11,7 +11,12 @@ import UVBind
 /// from the source becomes a shutdown of the sink (after every queued byte),
 /// and the flow is finished when that shutdown completes.
 final class Flow {
-    unowned let session: Session
+    /// `unowned(unsafe)`: the session owns its flows and outlives them, so the
+    /// checked `unowned` (an atomic retain on every access, in every read
+    /// callback) buys nothing here.
+    unowned(unsafe) let session: Session
+    /// The session's write queue limit, kept here for the per-read check.
+    private let queueLimit: Int
     let source: UnsafeMutablePointer<uv_stream_t>
     let sink: UnsafeMutablePointer<uv_stream_t>
     private(set) var bytes: UInt64 = 0
@@ -23,6 +28,7 @@ final class Flow {
         self.session = session
         self.source = source
         self.sink = sink
+        self.queueLimit = session.server.settings.writeQueueLimit
     }
 
     deinit {
@@ -33,12 +39,12 @@ final class Flow {
     func start() -> Bool {
         uv_read_start(source, { handle, _, buf in
             // Hand libuv a pooled chunk; the read callback passes it on or back.
-            let session = HandleStorage.owner(of: handle, as: Session.self)
-            let chunk = session.pool.take()
+            let chunk = HandleStorage.withOwner(of: handle, as: Session.self) { $0.pool.take() }
             buf!.pointee = uv_buf_init(BufferPool.data(of: chunk), UInt32(BufferPool.size))
         }, { stream, nread, buf in
-            let session = HandleStorage.owner(of: stream, as: Session.self)
-            session.flow(readingFrom: stream!).didRead(nread, buf!.pointee)
+            HandleStorage.withOwner(of: stream, as: Session.self) { session in
+                session.flow(readingFrom: stream!).didRead(nread, buf!.pointee)
+            }
         }) == 0
     }
 
@@ -85,7 +91,7 @@ final class Flow {
             session.fail(UVError(queued), side: sink)
             return
         }
-        if uv_stream_get_write_queue_size(sink) > session.server.settings.writeQueueLimit, !paused {
+        if uv_stream_get_write_queue_size(sink) > queueLimit, !paused {
             paused = true
             uv_read_stop(source)
         }
@@ -98,7 +104,7 @@ final class Flow {
             return
         }
         if paused, !session.isClosed,
-           uv_stream_get_write_queue_size(sink) <= session.server.settings.writeQueueLimit / 2 {
+           uv_stream_get_write_queue_size(sink) <= queueLimit / 2 {
             paused = false
             if !start() { session.fail(UVError(UV_EINVAL.rawValue), side: source) }
         }

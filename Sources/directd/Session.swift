@@ -9,12 +9,15 @@ import UVBind
 /// (both directions half-closed in turn) or at the first error, which closes
 /// both sides; a reset on one side is passed on as a reset to the other.
 final class Session {
-    unowned let server: Server
+    /// `unowned(unsafe)`: the server outlives every session (it runs the loop
+    /// until the last one has closed).
+    unowned(unsafe) let server: Server
+    /// The server's pool, kept here for the per-read callbacks.
+    let pool: BufferPool
     let id: UInt64
     let client: UnsafeMutablePointer<uv_tcp_t>
     private(set) var upstream: UnsafeMutablePointer<uv_tcp_t>?
     private var flows: [Flow] = []
-    var pool: BufferPool { server.pool }
     private(set) var isClosed = false
     private(set) var connecting = false
     var peer: SocketAddress?
@@ -25,6 +28,7 @@ final class Session {
     /// Initialises the client handle; nil (after logging) if libuv refuses.
     init?(server: Server, id: UInt64) {
         self.server = server
+        self.pool = server.pool
         self.id = id
         opened = uv_now(server.loop)
         lastActivity = opened
