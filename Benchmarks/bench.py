@@ -330,6 +330,37 @@ backend upstream
                         self.record("echo", variant, name, r, "cpu_us_per_roundtrip", cpu / (rate * s.seconds) * 1e6)
                     self.attempt(f"echo {variant} {name}, round {r + 1}", measure)
 
+    def instructions(self):
+        """User-space instructions per echo round trip, counted by callgrind: the
+        CPU cost without the noise of timing. Each server runs twice under
+        callgrind, once with no traffic; the difference over the round trips
+        made is the cost of one."""
+        s = self.settings
+        seconds = 1 if s.quick else 3
+        for name in ("directd", "c-baseline"):
+            def measure(name=name):
+                counts = []
+                for traffic in (False, True):
+                    out_file = os.path.join(self.work, f"callgrind-{name}-{traffic}")
+                    if name == "directd":
+                        args = [self.directd, "--bind-interface", HOST, "--port", "24151", "--log-level", "warning"]
+                    else:
+                        args = [self.uvbase, HOST, "24151"]
+                    server = Proc(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"] + args,
+                                  port=24151)
+                    roundtrips = 0
+                    if traffic:
+                        out = run([self.loadgen, "pingpong", HOST, "24151", "1", str(seconds), "64"],
+                                  timeout=seconds + 60)
+                        roundtrips = float(re.search(r"roundtrips_per_second (\d+)", out).group(1)) * seconds
+                    server.stop()
+                    with open(out_file) as f:
+                        total = int(re.search(r"^summary: (\d+)", f.read(), re.M).group(1))
+                    counts.append((total, roundtrips))
+                (idle, _), (busy, roundtrips) = counts
+                self.record("instructions", "echo round trip", name, 0, "instructions", (busy - idle) / roundtrips)
+            self.attempt(f"callgrind echo {name}", measure)
+
     # ---------------------------------------------------------- 4. churn
 
     def churn(self):
@@ -461,6 +492,13 @@ def report(rows, settings):
             lines.append([variant, name, fmt(stat, 0), fmt(cpu, 2), ratio(stat, base)])
     table(f"3. echo round trips per second ({settings.echo_connections} connections, 64 bytes)",
           ["cpus", "server", "round trips/s", "server CPU us per round trip", "/ c-baseline"], lines)
+    base = summary(values(rows, "instructions", "echo round trip", "c-baseline", "instructions"))
+    lines = []
+    for name in ("directd", "c-baseline"):
+        stat = summary(values(rows, "instructions", "echo round trip", name, "instructions"))
+        lines.append([name, fmt(stat, 0), ratio(base, stat)])
+    table("3b. user-space instructions per echo round trip (callgrind; repeatable, no timing noise)",
+          ["server", "instructions", "c-baseline / it (speed ratio)"], lines)
 
     variant = f"{settings.churn} connections"
     ours = summary(values(rows, "churn", variant, "directd", "cpu_s_per_10k"))
@@ -549,7 +587,7 @@ def main():
     parser.add_argument("--only", help="comma-separated scenarios to run")
     args = parser.parse_args()
     settings = Settings(args.quick)
-    for tool in ("iperf3", "sockperf", "socat", "nginx", "haproxy", "prlimit", "taskset"):
+    for tool in ("iperf3", "sockperf", "socat", "nginx", "haproxy", "prlimit", "taskset", "valgrind"):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is missing (make bench installs it)")
     os.makedirs(args.results, exist_ok=True)
@@ -559,7 +597,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="uvbind-bench-") as work:
         bench = Bench(settings, os.path.abspath(args.directd), os.path.abspath(args.bin), work)
         scenarios = [("throughput", bench.throughput), ("latency", bench.latency), ("echo", bench.echo),
-                     ("churn", bench.churn), ("memory", bench.memory)]
+                     ("instructions", bench.instructions), ("churn", bench.churn), ("memory", bench.memory)]
         only = set(args.only.split(",")) if args.only else None
         try:
             for name, scenario in scenarios:
