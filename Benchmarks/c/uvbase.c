@@ -92,7 +92,8 @@ static flow_t *flow_writing(session_t *s, uv_stream_t *stream) {
 static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   chunk_t *c = chunk_take();
   (void) h; (void) size;
-  *buf = uv_buf_init(c->data, CHUNK);
+  /* No memory: libuv reports UV_ENOBUFS to on_read, which closes the session. */
+  *buf = c ? uv_buf_init(c->data, CHUNK) : uv_buf_init(NULL, 0);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
@@ -168,7 +169,7 @@ static void on_connection(uv_stream_t *server, int status) {
   session_t *s;
   if (status < 0) return;
   s = calloc(1, sizeof *s);
-  uv_tcp_init(server->loop, &s->client);
+  if (s == NULL || uv_tcp_init(server->loop, &s->client) < 0) { free(s); return; }
   s->client.data = s;
   s->handles = 1;
   if (uv_accept(server, (uv_stream_t *) &s->client) < 0) { session_close(s, 0); return; }
@@ -179,7 +180,7 @@ static void on_connection(uv_stream_t *server, int status) {
     if (flow_start(&s->flows[0]) < 0) session_close(s, 1);
     return;
   }
-  uv_tcp_init(server->loop, &s->upstream);
+  if (uv_tcp_init(server->loop, &s->upstream) < 0) { session_close(s, 0); return; }
   s->upstream.data = s;
   s->has_upstream = 1;
   s->handles = 2;
@@ -215,7 +216,8 @@ int main(int argc, char **argv) {
     return 64;
   }
   uv_tcp_init(loop, &server);
-  if (uv_tcp_bind(&server, (struct sockaddr *) &listen_addr, 0) < 0 ||
+  if (uv_tcp_bind(&server, (struct sockaddr *) &listen_addr,
+                  listen_addr.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0) < 0 ||
       uv_listen((uv_stream_t *) &server, 511, on_connection) < 0) {
     fprintf(stderr, "cannot listen\n");
     return 69;

@@ -118,6 +118,11 @@ public func uvbind_accept(_ listeners: OpaquePointer!, _ server: UnsafeMutablePo
     guard let object = CListeners.from(listeners) else { return UV_EINVAL.rawValue }
     guard !object.closing else { return UVBIND_ECLOSED }
     guard let server, let client else { return UV_EINVAL.rawValue }
+    // uv_accept asserts on these instead of returning an error: check first.
+    let type = uv_handle_get_type(HandleStorage.base(client))
+    guard type == UV_TCP || type == UV_NAMED_PIPE, client.pointee.loop == server.pointee.loop else {
+        return UV_EINVAL.rawValue
+    }
     guard let listener = object.group.listeners.first(where: { $0.stream == server }) else {
         return UV_EINVAL.rawValue
     }

@@ -97,7 +97,9 @@ public final class Listener: HandleCloseObserver {
     /// again; this re-arms it so that accepting goes on.
     public func accept(into client: UnsafeMutablePointer<uv_stream_t>) -> UVError? {
         guard let error = UVError.check(uv_accept(stream, client)) else { return nil }
-        if !isClosed, error != .tryAgain { _ = listen() }
+        // Re-arm only when libuv dropped the connection (accepted_fd is reset);
+        // watching again while it still holds one would trip libuv's assertion.
+        if !isClosed, error != .tryAgain, stream.pointee.accepted_fd == -1 { _ = listen() }
         return error
     }
 

@@ -212,6 +212,19 @@ static void test_listen_accept_close(void) {
   CHECK(state.connect_status == 0);
   CHECK(state.connections == 1);
   CHECK(state.accept_result == 0);
+  /* Clients uv_accept would assert on: not a stream handle, or another loop's. */
+  {
+    uv_loop_t other;
+    uv_tcp_t foreign, zeroed;
+    memset(&zeroed, 0, sizeof zeroed);
+    uv_loop_init(&other);
+    uv_tcp_init(&other, &foreign);
+    CHECK(uvbind_accept(listeners, uvbind_listeners_stream(listeners, 0), (uv_stream_t *) &zeroed) == UV_EINVAL);
+    CHECK(uvbind_accept(listeners, uvbind_listeners_stream(listeners, 0), (uv_stream_t *) &foreign) == UV_EINVAL);
+    uv_close((uv_handle_t *) &foreign, NULL);
+    uv_run(&other, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&other) == 0);
+  }
   /* Accepting from a stream that is not one of ours. */
   CHECK(uvbind_accept(listeners, (uv_stream_t *) &state.client, (uv_stream_t *) &state.client) == UV_EINVAL);
   CHECK(uvbind_accept(listeners, NULL, (uv_stream_t *) &state.client) == UV_EINVAL);
