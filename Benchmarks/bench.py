@@ -126,12 +126,7 @@ class Proc:
     live = []
 
     def __init__(self, args, port=None, nofile=None, cpu=None, cwd=None):
-        prefix = []
-        if nofile:
-            prefix += ["prlimit", f"--nofile={nofile}:{nofile}", "--"]
-        if cpu is not None:
-            prefix += ["taskset", "-c", str(cpu)]
-        self.args = prefix + args
+        self.args = limited(args, nofile, cpu)
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      cwd=cwd, start_new_session=True)
         Proc.live.append(self)
@@ -168,13 +163,18 @@ class Proc:
             proc.stop()
 
 
-def run(args, timeout, cpu=None, nofile=None):
+def limited(args, nofile=None, cpu=None):
+    """`args` run with a descriptor limit and pinned to a CPU, when asked."""
     prefix = []
     if nofile:
         prefix += ["prlimit", f"--nofile={nofile}:{nofile}", "--"]
     if cpu is not None:
         prefix += ["taskset", "-c", str(cpu)]
-    result = subprocess.run(prefix + args, capture_output=True, text=True, timeout=timeout)
+    return prefix + args
+
+
+def run(args, timeout, cpu=None, nofile=None):
+    result = subprocess.run(limited(args, nofile, cpu), capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr[-2000:]}")
     return result.stdout
@@ -263,6 +263,12 @@ backend upstream
             raise ValueError(name)
         return Proc(args, port=listen, nofile=nofile)
 
+    def echo_server(self, name, port):
+        """The command line of directd's echo or the C baseline's, on `port`."""
+        if name == "directd":
+            return [self.directd, "--bind-interface", HOST, "--port", str(port), "--log-level", "warning"]
+        return [self.uvbase, HOST, str(port)]
+
     # ---------------------------------------------------------- 1. throughput
 
     def throughput(self):
@@ -316,11 +322,7 @@ backend upstream
             for variant, server_cpu, load_cpu in (("unpinned", None, None), ("pinned", 1, 0)):
                 for name in ("directd", "c-baseline"):
                     def measure(variant=variant, server_cpu=server_cpu, load_cpu=load_cpu, name=name):
-                        if name == "directd":
-                            args = [self.directd, "--bind-interface", HOST, "--port", "24121", "--log-level", "warning"]
-                        else:
-                            args = [self.uvbase, HOST, "24121"]
-                        server = Proc(args, port=24121, cpu=server_cpu)
+                        server = Proc(self.echo_server(name, 24121), port=24121, cpu=server_cpu)
                         before = tree_cpu(server.pid)
                         out = run([self.loadgen, "pingpong", HOST, "24121", str(s.echo_connections),
                                    str(s.seconds), "64"], timeout=s.seconds + 30, cpu=load_cpu)
@@ -342,12 +344,8 @@ backend upstream
                 counts = []
                 for traffic in (False, True):
                     out_file = os.path.join(self.work, f"callgrind-{name}-{traffic}")
-                    if name == "directd":
-                        args = [self.directd, "--bind-interface", HOST, "--port", "24151", "--log-level", "warning"]
-                    else:
-                        args = [self.uvbase, HOST, "24151"]
-                    server = Proc(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"] + args,
-                                  port=24151)
+                    server = Proc(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"]
+                                  + self.echo_server(name, 24151), port=24151)
                     roundtrips = 0
                     if traffic:
                         out = run([self.loadgen, "pingpong", HOST, "24151", "1", str(seconds), "64"],
@@ -402,8 +400,8 @@ backend upstream
                         relay = self.start_relay(name, 24142, 24141)
                         idle = tree_rss(relay.pid)
                         holder = subprocess.Popen(
-                            ["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--", self.loadgen, "hold", HOST, "24142",
-                             str(s.idle), "60"], stdout=subprocess.PIPE, text=True)
+                            limited([self.loadgen, "hold", HOST, "24142", str(s.idle), "60"], NOFILE),
+                            stdout=subprocess.PIPE, text=True)
                         try:
                             line = holder.stdout.readline()
                             match = re.match(r"held (\d+) failed (\d+) pending (\d+)", line)

@@ -48,7 +48,6 @@ extension UVError {
     public static let operationNotPermitted = UVError(UV_EPERM.rawValue)
     public static let familyNotSupported = UVError(UV_EAFNOSUPPORT.rawValue)
     public static let invalidArgument = UVError(UV_EINVAL.rawValue)
-    public static let noDevice = UVError(UV_ENODEV.rawValue)
     public static let endOfFile = UVError(UV_EOF.rawValue)
     public static let tryAgain = UVError(UV_EAGAIN.rawValue)
     public static let cancelled = UVError(UV_ECANCELED.rawValue)

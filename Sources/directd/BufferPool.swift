@@ -15,7 +15,6 @@ final class BufferPool {
     private var free: [UnsafeMutableRawPointer] = []
     /// Free chunks kept for reuse; beyond that they go back to the allocator.
     private let keep: Int
-    private(set) var inUse = 0
 
     init(keep: Int = 256) {
         self.keep = keep
@@ -27,13 +26,11 @@ final class BufferPool {
     }
 
     func take() -> UnsafeMutableRawPointer {
-        inUse += 1
-        return free.popLast()
+        free.popLast()
             ?? UnsafeMutableRawPointer.allocate(byteCount: Self.header + Self.size, alignment: 64)
     }
 
     func give(_ chunk: UnsafeMutableRawPointer) {
-        inUse -= 1
         if free.count < keep { free.append(chunk) } else { chunk.deallocate() }
     }
 

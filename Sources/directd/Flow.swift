@@ -35,9 +35,9 @@ final class Flow {
         shutdownRequest?.deallocate()
     }
 
-    /// Starts reading; false if libuv refuses.
-    func start() -> Bool {
-        uv_read_start(source, { handle, _, buf in
+    /// Starts reading; libuv's error if it refuses.
+    func start() -> UVError? {
+        UVError.check(uv_read_start(source, { handle, _, buf in
             // Hand libuv a pooled chunk; the read callback passes it on or back.
             let chunk = HandleStorage.withOwner(of: handle, as: Session.self) { $0.pool.take() }
             buf!.pointee = uv_buf_init(BufferPool.data(of: chunk), UInt32(BufferPool.size))
@@ -45,16 +45,15 @@ final class Flow {
             HandleStorage.withOwner(of: stream, as: Session.self) { session in
                 session.flow(readingFrom: stream!).didRead(nread, buf!.pointee)
             }
-        }) == 0
+        }))
     }
 
     private func didRead(_ nread: Int, _ buf: uv_buf_t) {
         guard nread > 0 else {
             if let base = buf.base { session.pool.give(BufferPool.chunk(ofData: base)) }
-            if nread == Int(UV_EOF.rawValue) {
-                endOfSource()
-            } else if nread < 0 {
-                session.fail(UVError(Int32(nread)), side: source)
+            if nread < 0 {
+                let error = UVError(Int32(nread))
+                if error == .endOfFile { endOfSource() } else { session.fail(error, side: source) }
             }
             return   // 0: libuv's EAGAIN, nothing read
         }
@@ -71,7 +70,7 @@ final class Flow {
             session.pool.give(chunk)
             return
         }
-        if sent < 0, sent != UV_EAGAIN.rawValue {
+        if sent < 0, UVError(sent) != .tryAgain {
             session.pool.give(chunk)
             session.fail(UVError(sent), side: sink)
             return
@@ -100,13 +99,13 @@ final class Flow {
     private func didWrite(_ status: Int32) {
         guard status == 0 else {
             // ECANCELED: the session is closing already.
-            if status != UV_ECANCELED.rawValue { session.fail(UVError(status), side: sink) }
+            if UVError(status) != .cancelled { session.fail(UVError(status), side: sink) }
             return
         }
         if paused, !session.isClosed,
            uv_stream_get_write_queue_size(sink) <= queueLimit / 2 {
             paused = false
-            if !start() { session.fail(UVError(UV_EINVAL.rawValue), side: source) }
+            if let error = start() { session.fail(error, side: source) }
         }
     }
 
@@ -121,7 +120,7 @@ final class Flow {
             flow.finished = true
             if status == 0 {
                 session.flowFinished()
-            } else if status != UV_ECANCELED.rawValue {
+            } else if UVError(status) != .cancelled {
                 session.fail(UVError(status), side: flow.sink)
             }
         }

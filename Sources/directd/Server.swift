@@ -267,7 +267,7 @@ final class Server {
 
     /// Closes the remaining handles so that the loop ends.
     private func finish() {
-        Log.line(summary)
+        if group != nil { Log.line(summary) }   // not after a start that failed
         watchers.forEach { $0.close() }
         watchers = []
         ticker?.close()

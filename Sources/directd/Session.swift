@@ -64,7 +64,7 @@ final class Session {
         uv_tcp_nodelay(client, 1)
         let flow = Flow(session: self, source: clientStream, sink: clientStream)
         flows = [flow]
-        if !flow.start() { fail(UVError(UV_EINVAL.rawValue), side: clientStream) }
+        if let error = flow.start() { fail(error, side: clientStream) }
     }
 
     /// Connects to the upstream; the client is read only once that succeeds.
@@ -108,7 +108,9 @@ final class Session {
         let upstreamStream = HandleStorage.stream(upstream)
         flows = [Flow(session: self, source: clientStream, sink: upstreamStream),
                  Flow(session: self, source: upstreamStream, sink: clientStream)]
-        if !flows.allSatisfy({ $0.start() }) { fail(UVError(UV_EINVAL.rawValue), side: clientStream) }
+        for flow in flows {
+            if let error = flow.start() { return fail(error, side: flow.source) }
+        }
     }
 
     func flow(readingFrom stream: UnsafeMutablePointer<uv_stream_t>) -> Flow {
