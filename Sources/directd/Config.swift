@@ -14,12 +14,16 @@ struct Settings {
     /// Only these clients may connect; nil allows every client.
     var allowList: AllowList?
     var maxConnections = 10_000
+    /// Connections open at once from one client address; 0 is no limit.
+    var maxConnectionsPerClient = 0
+    /// Bytes of relay buffers across all connections.
+    var memoryLimit = 32 << 20
     /// Seconds without a byte in either direction before a connection closes; 0 is off.
     var idleTimeout = 0.0
     /// Seconds an upstream has to accept a connection.
     var connectTimeout = 5.0
     /// Bytes queued for one side before reading from the other side stops.
-    var writeQueueLimit = 1 << 20
+    var writeQueueLimit = 64 << 10
     /// Seconds open connections get to finish after SIGINT or SIGTERM.
     var grace = 10.0
     var logLevel = LogLevel.info
@@ -45,6 +49,9 @@ struct Settings {
             guard connectTimeout > 0 else { throw ConfigError(description: "Invalid connect-timeout \"\(text)\": it must be above 0 seconds") }
         case "write-queue-limit": writeQueueLimit = try Self.bytes(key, text)
         case "grace": grace = try Self.seconds(key, text)
+        case "max-connections-per-client":
+            maxConnectionsPerClient = text.trimmedOfWhitespace == "0" ? 0 : try Self.count(key, text)
+        case "memory-limit": memoryLimit = try Self.bytes(key, text)
         case "log-level":
             guard let level = LogLevel(argument: text.trimmedOfWhitespace) else {
                 throw ConfigError(description: "Invalid log-level \"\(text)\": expected one of \(LogLevel.allCases.map { "\($0)" }.joined(separator: ", "))")
@@ -58,6 +65,7 @@ struct Settings {
     static let options = [
         "bind-interface", "direct-access-port", "direct-forward", "whitelist", "max-connections",
         "idle-timeout", "connect-timeout", "write-queue-limit", "grace", "log-level",
+        "max-connections-per-client", "memory-limit",
     ]
 
     private static func count(_ key: String, _ text: String) throws(ConfigError) -> Int {

@@ -42,6 +42,12 @@ struct ConfigOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Connections open at once; past it new ones are accepted and closed. Default 10000.", valueName: "n"))
     var maxConnections: String?
 
+    @Option(name: .long, help: ArgumentHelp("Connections open at once from one client address; 0 is no limit.", valueName: "n"))
+    var maxConnectionsPerClient: String?
+
+    @Option(name: .long, help: ArgumentHelp("Bytes of relay buffers across all connections (32MiB).", valueName: "bytes"))
+    var memoryLimit: String?
+
     @Option(name: .long, help: ArgumentHelp("Close a connection idle this many seconds. Default 0 (off).", valueName: "seconds"))
     var idleTimeout: String?
 
@@ -73,6 +79,7 @@ struct ConfigOptions: ParsableArguments {
             ("whitelist", whitelist), ("max-connections", maxConnections), ("idle-timeout", idleTimeout),
             ("connect-timeout", connectTimeout), ("write-queue-limit", writeQueueLimit), ("grace", grace),
             ("log-level", logLevel),
+            ("max-connections-per-client", maxConnectionsPerClient), ("memory-limit", memoryLimit),
         ]
         for case let (key, value?) in flags { try settings.set(key, value) }
         settings.backlog = backlog

@@ -1,53 +1,78 @@
 import CUV
 import UVBind
 
-/// One accepted client: served with an echo, or relayed to the upstream.
+/// What a session needs from the server that accepted it, and what it tells it:
+/// a narrow seam, so that a session never reaches into the server's settings
+/// (which a reload may replace while the session runs).
+protocol SessionHost: AnyObject {
+    /// The session opened or closed descriptors (sockets, pipes).
+    func session(_ session: Session, changedDescriptorsBy delta: Int)
+    /// The upstream could not be reached; the session closes next.
+    func session(_ session: Session, upstreamFailed reason: String)
+    /// A direction stopped because the relay's memory budget is spent.
+    func sessionWaitsForMemory(_ session: Session)
+    /// The session has closed both sides (its memory goes after libuv's callbacks).
+    func sessionClosed(_ session: Session, reason: String?)
+}
+
+/// One accepted client: served with an echo, or relayed to an upstream.
 ///
 /// The client's handle (and the upstream's, for a relay) keep the session alive
-/// through their `data` field until libuv has closed them; the server's table
-/// keeps it listed while it is open. It ends when every flow has finished
-/// (both directions half-closed in turn) or at the first error, which closes
-/// both sides; a reset on one side is passed on as a reset to the other.
+/// through their `data` field until libuv has closed them; the session table
+/// keeps it listed while it is open. It ends when every direction has finished
+/// (both half-closed in turn) or at the first error, which closes both sides; a
+/// reset on one side is passed on as a reset to the other.
 final class Session {
-    /// `unowned(unsafe)`: the server outlives every session (it runs the loop
-    /// until the last one has closed).
-    unowned(unsafe) let server: Server
-    /// The server's pool, kept here for the per-read callbacks.
+    /// `unowned(unsafe)`: the host (the server) outlives every session: it runs
+    /// the loop until the last one has closed.
+    unowned(unsafe) let host: SessionHost
+    let loop: UnsafeMutablePointer<uv_loop_t>
     let pool: BufferPool
+    /// Bytes queued towards one side before reading the other stops: the value
+    /// at accept time, kept for the session's life.
+    let writeQueueLimit: Int
     let id: UInt64
     let client: UnsafeMutablePointer<uv_tcp_t>
     private(set) var upstream: UnsafeMutablePointer<uv_tcp_t>?
-    private var flows: [Flow] = []
+    /// Where this session relays to, as chosen when it was accepted.
+    private(set) var target: Upstream?
+    private var directions: [any RelayDirection] = []
     private(set) var isClosed = false
     private(set) var connecting = false
-    var peer: SocketAddress?
-    var listener: SocketAddress?
+    /// The client's address, once accepted.
+    private(set) var peer: SocketAddress?
     let opened: UInt64
     private(set) var lastActivity: UInt64
+    /// Descriptors held now: sockets, and whatever the directions hold.
+    private(set) var descriptors = 0
 
-    /// Initialises the client handle; nil (after logging) if libuv refuses.
-    init?(server: Server, id: UInt64) {
-        self.server = server
-        self.pool = server.pool
+    /// Descriptors a new session may need: the client's socket, and the
+    /// upstream's for a relay. The accept gate checks room for this many.
+    static func descriptorsNeeded(relaying: Bool) -> Int { relaying ? 2 : 1 }
+
+    /// Initialises the client handle; nil if libuv refuses (the error is thrown
+    /// away: the caller logs and retries later).
+    init?(host: SessionHost, loop: UnsafeMutablePointer<uv_loop_t>, pool: BufferPool,
+          writeQueueLimit: Int, id: UInt64) {
+        self.host = host
+        self.loop = loop
+        self.pool = pool
+        self.writeQueueLimit = writeQueueLimit
         self.id = id
-        opened = uv_now(server.loop)
+        opened = uv_now(loop)
         lastActivity = opened
         client = HandleStorage.allocate(uv_tcp_t.self)
-        if let error = UVError.check(uv_tcp_init(server.loop, client)) {
+        if UVError.check(uv_tcp_init(loop, client)) != nil {
             HandleStorage.discard(client)
-            Log.error("cannot create a connection handle: \(error)")
             return nil
         }
         HandleStorage.attach(self, to: client)
-        server.socketsOpen += 1
+        holdDescriptors(1)
     }
-
-    /// Descriptors this session holds (or will, once connected).
-    var socketCount: Int { upstream == nil ? 1 : 2 }
 
     var clientStream: UnsafeMutablePointer<uv_stream_t> { HandleStorage.stream(client) }
 
-    /// The client's address, once accepted.
+    /// Reads the client's address, once accepted.
     func readPeer() {
         var storage = sockaddr_storage()
         var length = Int32(MemoryLayout<sockaddr_storage>.size)
@@ -58,25 +83,30 @@ final class Session {
         }
     }
 
-    func touch() { lastActivity = uv_now(server.loop) }
+    @inline(__always)
+    func touch() { lastActivity = uv_now(loop) }
+
+    private func holdDescriptors(_ delta: Int) {
+        descriptors += delta
+        host.session(self, changedDescriptorsBy: delta)
+    }
 
     func startEcho() {
         uv_tcp_nodelay(client, 1)
-        let flow = Flow(session: self, source: clientStream, sink: clientStream)
-        flows = [flow]
-        if let error = flow.start() { fail(error, side: clientStream) }
+        start([CopyDirection(session: self, source: clientStream, sink: clientStream)])
     }
 
-    /// Connects to the upstream; the client is read only once that succeeds.
+    /// Connects to `target`; the client is read only once that succeeds.
     func startRelay(to target: Upstream) {
+        self.target = target
         let handle = HandleStorage.allocate(uv_tcp_t.self)
-        if let error = UVError.check(uv_tcp_init(server.loop, handle)) {
+        if let error = UVError.check(uv_tcp_init(loop, handle)) {
             HandleStorage.discard(handle)
             return close(reason: "cannot create the upstream handle: \(error)")
         }
         HandleStorage.attach(self, to: handle)
         upstream = handle
-        server.socketsOpen += 1
+        holdDescriptors(1)
         connecting = true
         let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
         HandleStorage.attachUnretained(self, to: request)
@@ -90,7 +120,7 @@ final class Session {
         if let error = UVError.check(result) {
             request.deallocate()
             connecting = false
-            server.upstreamFailed(self, reason: "cannot connect to \(target): \(error)")
+            host.session(self, upstreamFailed: "cannot connect to \(target): \(error)")
             close(reason: nil)
         }
     }
@@ -99,36 +129,44 @@ final class Session {
         connecting = false
         guard !isClosed else { return }   // timed out or stopped while connecting
         guard status == 0, let upstream else {
-            server.upstreamFailed(self, reason: "upstream \(server.settings.forward!) refused: \(UVError(status))")
+            host.session(self, upstreamFailed: "upstream \(target.map(\.description) ?? "?") refused: \(UVError(status))")
             return close(reason: nil)
         }
         uv_tcp_nodelay(client, 1)
         uv_tcp_nodelay(upstream, 1)
         touch()
         let upstreamStream = HandleStorage.stream(upstream)
-        flows = [Flow(session: self, source: clientStream, sink: upstreamStream),
-                 Flow(session: self, source: upstreamStream, sink: clientStream)]
-        for flow in flows {
-            if let error = flow.start() { return fail(error, side: flow.source) }
+        start([CopyDirection(session: self, source: clientStream, sink: upstreamStream),
+               CopyDirection(session: self, source: upstreamStream, sink: clientStream)])
+    }
+
+    private func start(_ directions: [any RelayDirection]) {
+        self.directions = directions
+        let extra = directions.reduce(0) { $0 + $1.descriptorsUsed }
+        if extra != 0 { holdDescriptors(extra) }
+        for direction in directions {
+            if let error = direction.start() { return fail(error, side: direction.source) }
         }
     }
 
-    func flow(readingFrom stream: UnsafeMutablePointer<uv_stream_t>) -> Flow {
-        flows.count == 1 || flows[0].source == stream ? flows[0] : flows[1]
+    /// The direction that reads from `stream` (each stream is read by one).
+    @inline(__always)
+    func direction(readingFrom stream: UnsafeMutablePointer<uv_stream_t>) -> any RelayDirection {
+        directions.count == 1 || directions[0].source == stream ? directions[0] : directions[1]
     }
 
-    func flow(writingTo stream: UnsafeMutablePointer<uv_stream_t>) -> Flow {
-        flows.count == 1 || flows[0].sink == stream ? flows[0] : flows[1]
-    }
-
-    /// Bytes from the client, bytes to the client.
+    /// Bytes from the client, bytes to the client, so far.
     var byteCounts: (fromClient: UInt64, toClient: UInt64) {
-        guard let first = flows.first else { return (0, 0) }
-        return (first.bytes, flows.count == 2 ? flows[1].bytes : first.bytes)
+        guard let first = directions.first else { return (0, 0) }
+        return (first.bytesMoved, directions.count == 2 ? directions[1].bytesMoved : first.bytesMoved)
     }
 
-    func flowFinished() {
-        if flows.allSatisfy(\.finished) { close(reason: nil) }
+    func directionFinished() {
+        if directions.allSatisfy(\.finished) { close(reason: nil) }
+    }
+
+    func waitingForMemory() {
+        host.sessionWaitsForMemory(self)
     }
 
     /// An error on one side (reset, broken pipe, timeout) ends the session. The
@@ -139,14 +177,18 @@ final class Session {
         close(reason: "\(which) \(error)", reset: true)
     }
 
-    /// Closes both sides now. Pending writes complete with ECANCELED first, and
-    /// the memory goes when libuv's close callbacks have run.
+    /// Closes both sides now: with a reset when the streams are cut short, so
+    /// that neither peer takes a cut stream for a complete one. Pending writes
+    /// complete with ECANCELED first, and the memory goes when libuv's close
+    /// callbacks have run.
     func close(reason: String?, reset: Bool = false) {
         guard !isClosed else { return }
         isClosed = true
+        directions.forEach { $0.stop() }
         for handle in [client, upstream].compactMap({ $0 }) {
             if reset { HandleStorage.closeWithReset(handle) } else { HandleStorage.close(handle) }
         }
-        server.sessionClosed(self, reason: reason)
+        holdDescriptors(-descriptors)
+        host.sessionClosed(self, reason: reason)
     }
 }

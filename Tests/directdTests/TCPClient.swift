@@ -128,3 +128,11 @@ func randomBytes(_ count: Int) -> [UInt8] {
     }
     return bytes
 }
+
+extension Result where Failure == TestFailure {
+    /// The error's words, or nil when the stream ended with EOF.
+    var failureText: String? {
+        if case .failure(let failure) = self { return failure.description }
+        return nil
+    }
+}

@@ -1,0 +1,186 @@
+import CUV
+import UVBind
+
+/// A relay direction that copies through user space: libuv reads into a pooled
+/// chunk, and the same chunk is written on.
+///
+/// Each read is first offered to the sink with `uv_try_write`; what the socket
+/// does not take is queued with `uv_write` from the same chunk. Backpressure
+/// is per connection and in total:
+/// - a read is at most `readLength` bytes (the write queue limit, or a chunk),
+///   and reading stops as soon as the sink's queue has no room for another
+///   read, until it drains: one direction never holds more than
+///   `write-queue-limit` bytes, however slowly its sink reads;
+/// - when the pool's budget (`memory-limit`) is spent, the read fails with
+///   `UV_ENOBUFS` (the allocator handed libuv no buffer) and the direction
+///   waits in the pool until a chunk comes back.
+/// An EOF from the source becomes a shutdown of the sink (after every queued
+/// byte), and the direction is finished when that shutdown completes.
+final class CopyDirection: RelayDirection, ChunkWaiter {
+    /// `unowned(unsafe)`: the session owns its directions and outlives them, so
+    /// the checked `unowned` (an atomic retain on every access, in every read
+    /// callback) buys nothing here.
+    unowned(unsafe) let session: Session
+    /// The session's pool and limits, kept here for the per-read callbacks.
+    private let pool: BufferPool
+    private let queueLimit: Int
+    private let readLength: Int
+    let source: UnsafeMutablePointer<uv_stream_t>
+    let sink: UnsafeMutablePointer<uv_stream_t>
+    private(set) var bytesMoved: UInt64 = 0
+    private(set) var finished = false
+    let descriptorsUsed = 0
+    /// Reading stopped because the sink's queue is full.
+    private var paused = false
+    /// Reading stopped because the pool had no chunk.
+    private var waitingForChunk = false
+    private var shutdownRequest: UnsafeMutablePointer<uv_shutdown_t>?
+
+    init(session: Session, source: UnsafeMutablePointer<uv_stream_t>, sink: UnsafeMutablePointer<uv_stream_t>) {
+        self.session = session
+        self.pool = session.pool
+        self.queueLimit = session.writeQueueLimit
+        self.readLength = min(BufferPool.size, session.writeQueueLimit)
+        self.source = source
+        self.sink = sink
+    }
+
+    deinit {
+        shutdownRequest?.deallocate()
+    }
+
+    func start() -> UVError? {
+        UVError.check(uv_read_start(source, { handle, _, buf in
+            // Hand libuv a pooled chunk, or nothing when the budget is spent
+            // (libuv then reports UV_ENOBUFS to the read callback).
+            HandleStorage.withOwner(of: handle, as: Session.self) { session in
+                let direction = unsafeDowncast(session.direction(readingFrom: HandleStorage.stream(handle!)),
+                                               to: CopyDirection.self)
+                buf!.pointee = direction.buffer()
+            }
+        }, { stream, nread, buf in
+            HandleStorage.withOwner(of: stream, as: Session.self) { session in
+                // Only copy directions start reads on their source, so the cast holds.
+                unsafeDowncast(session.direction(readingFrom: stream!), to: CopyDirection.self)
+                    .didRead(nread, buf!.pointee)
+            }
+        }))
+    }
+
+    func stop() {
+        uv_read_stop(source)
+    }
+
+    @inline(__always)
+    private func buffer() -> uv_buf_t {
+        guard let chunk = pool.take() else { return uv_buf_init(nil, 0) }
+        return uv_buf_init(BufferPool.data(of: chunk), UInt32(readLength))
+    }
+
+    private func didRead(_ nread: Int, _ buf: uv_buf_t) {
+        guard nread > 0 else {
+            if let base = buf.base { pool.give(BufferPool.chunk(ofData: base)) }
+            if nread < 0 {
+                let error = UVError(Int32(nread))
+                if error == .endOfFile {
+                    endOfSource()
+                } else if error == .noBufferSpace {
+                    waitForChunk()
+                } else {
+                    session.fail(error, side: source)
+                }
+            }
+            return   // 0: libuv's EAGAIN, nothing read
+        }
+        bytesMoved += UInt64(nread)
+        session.touch()
+        forward(chunk: BufferPool.chunk(ofData: buf.base!), count: nread)
+    }
+
+    private func forward(chunk: UnsafeMutableRawPointer, count: Int) {
+        var buf = uv_buf_init(BufferPool.data(of: chunk), UInt32(count))
+        // Fast path: the socket takes it all now, and the chunk goes straight back.
+        let sent = uv_try_write(sink, &buf, 1)
+        if sent == count {
+            pool.give(chunk)
+            return
+        }
+        if sent < 0, UVError(sent) != .tryAgain {
+            pool.give(chunk)
+            session.fail(UVError(sent), side: sink)
+            return
+        }
+        let done = Int(max(sent, 0))
+        buf = uv_buf_init(buf.base + done, UInt32(count - done))
+        let request = BufferPool.request(of: chunk)
+        // The request names its direction: libuv runs every write callback
+        // (with ECANCELED at worst) before the handles' close callbacks, and
+        // the session keeps its directions until then.
+        HandleStorage.attachUnretained(self, to: request)
+        let queued = uv_write(request, sink, &buf, 1) { request, status in
+            let direction = HandleStorage.requestOwner(of: request, as: CopyDirection.self)
+            direction.pool.give(UnsafeMutableRawPointer(request!))
+            direction.didWrite(status)
+        }
+        if queued < 0 {
+            pool.give(chunk)
+            session.fail(UVError(queued), side: sink)
+            return
+        }
+        if !hasRoomForARead, !paused {
+            paused = true
+            uv_read_stop(source)
+        }
+    }
+
+    /// The sink's queue can take one more full read within the limit.
+    @inline(__always)
+    private var hasRoomForARead: Bool {
+        uv_stream_get_write_queue_size(sink) + readLength <= queueLimit
+    }
+
+    private func didWrite(_ status: Int32) {
+        guard status == 0 else {
+            // ECANCELED: the session is closing already.
+            if UVError(status) != .cancelled { session.fail(UVError(status), side: sink) }
+            return
+        }
+        if paused, !session.isClosed, hasRoomForARead {
+            paused = false
+            if !waitingForChunk, let error = start() { session.fail(error, side: source) }
+        }
+    }
+
+    private func waitForChunk() {
+        uv_read_stop(source)
+        guard !waitingForChunk else { return }
+        waitingForChunk = true
+        session.waitingForMemory()
+        pool.wait(self)
+    }
+
+    func resumeAfterWaiting() -> Bool {
+        waitingForChunk = false
+        guard !session.isClosed else { return false }
+        if paused { return true }   // the write callback starts it once the queue drains
+        if let error = start() { session.fail(error, side: source) }
+        return true
+    }
+
+    /// The source sent FIN: pass it on once every queued byte is written.
+    private func endOfSource() {
+        let request = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
+        shutdownRequest = request
+        HandleStorage.attachUnretained(self, to: request)
+        let result = uv_shutdown(request, sink) { request, status in
+            let direction = HandleStorage.requestOwner(of: request, as: CopyDirection.self)
+            direction.finished = true
+            if status == 0 {
+                direction.session.directionFinished()
+            } else if UVError(status) != .cancelled {
+                direction.session.fail(UVError(status), side: direction.sink)
+            }
+        }
+        if result < 0 { session.fail(UVError(result), side: sink) }
+    }
+}
