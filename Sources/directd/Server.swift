@@ -44,6 +44,9 @@ final class Server: SessionHost {
         }
     }
 
+    /// Where it listens now, with the kernel's ports.
+    var listeningAddresses: [SocketAddress] { group?.listeners.filter { !$0.isClosed }.map(\.address) ?? [] }
+
     /// Counts what is open before any connection, and keeps the reserves.
     func measureDescriptors() {
         gate.prepare(listeners: group?.listeners.count ?? 0)

@@ -39,8 +39,8 @@ final class Session {
     private var directions: [any RelayDirection] = []
     private(set) var isClosed = false
     private(set) var connecting = false
-    /// The client's address, once accepted.
-    private(set) var peer: SocketAddress?
+    /// The client's address, once accepted (`readPeer`).
+    var peer: SocketAddress?
     let opened: UInt64
     private(set) var lastActivity: UInt64
     /// Descriptors held now: sockets, and whatever the directions hold.
