@@ -40,7 +40,7 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
         self.session = session
         self.pool = session.pool
         self.queueLimit = session.writeQueueLimit
-        self.readLength = min(BufferPool.size, session.writeQueueLimit)
+        self.readLength = session.readLength
         self.source = source
         self.sink = sink
     }
@@ -54,9 +54,9 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
             // Hand libuv a pooled chunk, or nothing when the budget is spent
             // (libuv then reports UV_ENOBUFS to the read callback).
             HandleStorage.withOwner(of: handle, as: Session.self) { session in
-                let direction = unsafeDowncast(session.direction(readingFrom: HandleStorage.stream(handle!)),
-                                               to: CopyDirection.self)
-                buf!.pointee = direction.buffer()
+                buf!.pointee = session.pool.take().map {
+                    uv_buf_init(BufferPool.data(of: $0), UInt32(session.readLength))
+                } ?? uv_buf_init(nil, 0)
             }
         }, { stream, nread, buf in
             HandleStorage.withOwner(of: stream, as: Session.self) { session in
@@ -69,12 +69,6 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
 
     func stop() {
         uv_read_stop(source)
-    }
-
-    @inline(__always)
-    private func buffer() -> uv_buf_t {
-        guard let chunk = pool.take() else { return uv_buf_init(nil, 0) }
-        return uv_buf_init(BufferPool.data(of: chunk), UInt32(readLength))
     }
 
     private func didRead(_ nread: Int, _ buf: uv_buf_t) {

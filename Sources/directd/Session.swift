@@ -31,6 +31,9 @@ final class Session {
     /// Bytes queued towards one side before reading the other stops: the value
     /// at accept time, kept for the session's life.
     let writeQueueLimit: Int
+    /// Bytes one read may take: a chunk, or less when the write queue limit is
+    /// smaller, so that one read never overfills a queue.
+    let readLength: Int
     let id: UInt64
     let client: UnsafeMutablePointer<uv_tcp_t>
     private(set) var upstream: UnsafeMutablePointer<uv_tcp_t>?
@@ -58,6 +61,7 @@ final class Session {
         self.loop = loop
         self.pool = pool
         self.writeQueueLimit = writeQueueLimit
+        self.readLength = min(BufferPool.size, writeQueueLimit)
         self.id = id
         opened = uv_now(loop)
         lastActivity = opened
