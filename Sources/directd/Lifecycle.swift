@@ -29,6 +29,7 @@ final class Lifecycle {
     private let actions: Actions
     private var watchers: [SignalWatcher] = []
     private var ticker: LoopTimer?
+    private var tickMilliseconds: UInt64 = 250
     private(set) var stopping = false
     private var drainDeadline: UInt64 = 0
     private var grace: Double = 0
@@ -41,6 +42,7 @@ final class Lifecycle {
     /// Starts the signal watchers and the ticker, which ticks every
     /// `tickMilliseconds`.
     func start(tickMilliseconds: UInt64) throws(UVError) {
+        self.tickMilliseconds = tickMilliseconds
         for signal in [SIGINT, SIGTERM] {
             watchers.append(try SignalWatcher(loop: loop, signal: signal) { [unowned self] signal in
                 self.stop(signal: signal, grace: self.grace)
@@ -49,8 +51,27 @@ final class Lifecycle {
         watchers.append(try SignalWatcher(loop: loop, signal: SIGUSR1) { [unowned self] _ in
             self.actions.summary()
         })
+        try startTicker()
+    }
+
+    private func startTicker() throws(UVError) {
         ticker = try LoopTimer(loop: loop, everyMilliseconds: tickMilliseconds) { [unowned self] in
             self.tick()
+        }
+    }
+
+    /// Ticks at a new interval from now on (timeouts changed by a reload).
+    func setTickInterval(_ milliseconds: UInt64) {
+        guard milliseconds != tickMilliseconds, let old = ticker, !stopping else { return }
+        let previous = tickMilliseconds
+        tickMilliseconds = milliseconds
+        do throws(UVError) {
+            try startTicker()
+            old.close()
+        } catch {
+            ticker = old   // keep ticking at the old interval
+            tickMilliseconds = previous
+            Log.warning("cannot restart the timer: \(error); keeping \(previous) ms")
         }
     }
 

@@ -72,6 +72,33 @@ final class Server: SessionHost {
         if let allowList = settings.allowList { Log.info("allowing clients from \(allowList) only") }
     }
 
+    // MARK: reloading
+
+    /// Puts new settings in force for new connections (a reload). Established
+    /// sessions keep the values they started with, except that a tightened
+    /// allow-list closes the sessions it no longer allows: an operator who
+    /// removes a client expects it gone. Returns how many were closed.
+    @discardableResult
+    func apply(_ new: Settings) -> Int {
+        let old = settings
+        settings = new
+        pool.setMemoryLimit(new.memoryLimit)
+        lifecycle.setGrace(new.grace)
+        Log.level = new.logLevel
+        if new.connectTimeout != old.connectTimeout || new.idleTimeout != old.idleTimeout {
+            lifecycle.setTickInterval(Lifecycle.tickInterval(connectTimeout: new.connectTimeout,
+                                                             idleTimeout: new.idleTimeout))
+        }
+        guard let allowList = new.allowList else { return 0 }
+        let refused = table.sessions.values.filter { session in
+            !(session.peer.map { allowList.allows($0.ip) } ?? false)
+        }
+        for session in refused {
+            session.close(reason: "no longer in the whitelist", reset: true)
+        }
+        return refused.count
+    }
+
     // MARK: accepting
 
     private func accept(on listener: Listener) {
