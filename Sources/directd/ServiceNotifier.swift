@@ -133,6 +133,13 @@ final class ServiceNotifier {
         }
     }
 
+    /// directd's status line: `listening on 127.0.0.1:21118, [::1]:21118; 3 open, 120 total`
+    /// (`systemctl status` shows it as `Status:`).
+    static func statusLine(listeners: [SocketAddress], open: Int, total: Int) -> String {
+        let addresses = listeners.isEmpty ? "no listener" : "listening on " + listeners.map(\.description).joined(separator: ", ")
+        return "\(addresses); \(open) open, \(total) total"
+    }
+
     /// Stops the timers; later calls are silent. Call before the loop closes.
     func close() {
         guard !isClosed else { return }

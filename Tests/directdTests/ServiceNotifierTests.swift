@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 #endif
 import Testing
+import UVBind
 @testable import directd
 
 /// sd_notify against a datagram socket the test owns, as systemd's would be.
@@ -124,6 +125,36 @@ struct ServiceNotifierTests {
         #expect(receiver.drain() == ["STATUS=idle again"], "after a quiet second, at once")
         notifier.close()
         #expect(loop.close())
+    }
+
+    @Test func busyManagerNeverBlocksAndLosesNothing() throws {
+        // The kernel queues few datagrams for a unix socket (net.unix.max_dgram_qlen,
+        // 10 by default): a manager that does not read makes sends fail with EAGAIN.
+        let receiver = try NotifyReceiver(abstract: true)
+        let loop = TestLoop()
+        let notifier = ServiceNotifier(loop: loop.loop, environment: ["NOTIFY_SOCKET": receiver.name])
+        let start = uv_hrtime()
+        for _ in 0..<7 {
+            notifier.reloading()
+            notifier.ready()
+        }
+        #expect((uv_hrtime() - start) / 1_000_000 < 100, "no send blocks")
+        var received = receiver.drain()
+        #expect(received.count < 14, "the queue filled (\(received.count) sent at once)")
+        loop.run(until: { received += receiver.drain(); return received.count >= 14 }, limit: 2500)
+        #expect(received.count == 14)
+        #expect(received.enumerated().allSatisfy { index, message in
+            index % 2 == 0 ? message.hasPrefix("RELOADING=1\nMONOTONIC_USEC=") : message == "READY=1"
+        }, "in order: \(received)")
+        notifier.close()
+        #expect(loop.close())
+    }
+
+    @Test func statusLineNamesListenersAndConnections() {
+        let listeners = [SocketAddress(ip: .v4(.loopback), port: 21118), SocketAddress(ip: .v6(.loopback), port: 21118)]
+        #expect(ServiceNotifier.statusLine(listeners: listeners, open: 3, total: 120)
+                == "listening on 127.0.0.1:21118, [::1]:21118; 3 open, 120 total")
+        #expect(ServiceNotifier.statusLine(listeners: [], open: 0, total: 7) == "no listener; 0 open, 7 total")
     }
 
     @Test func silentWithoutNotifySocket() throws {
