@@ -23,7 +23,8 @@ import UVBind
 ///   253's `Type=notify-reload` requires);
 /// - `stopping()` when the drain begins;
 /// - `status(_:)` on every change: at most one `STATUS=` a second reaches
-///   the manager, the latest value wins;
+///   the manager, the latest value wins; or, on hot paths, set `statusSource`
+///   once and call `statusChanged()`, which builds no string;
 /// - `close()` before the loop closes.
 /// The watchdog (`WATCHDOG=1` at half of `WATCHDOG_USEC`) runs by itself from
 /// `init` on, on an unreferenced timer that never keeps the loop alive.
@@ -48,6 +49,8 @@ final class ServiceNotifier {
     /// latest pending status or, when there is none, closes it (idle again).
     private var statusTimer: LoopTimer?
     private var pendingStatus: String?
+    /// Set by `statusChanged()` while the status timer runs: ask `statusSource` on its tick.
+    private var statusIsStale = false
     private var lastStatus: String?
     /// Messages sent in order; more than one only when the manager was busy.
     private var queue: [String] = []
@@ -108,6 +111,9 @@ final class ServiceNotifier {
     /// The drain has begun; the manager stops expecting readiness.
     func stopping() { send("STOPPING=1") }
 
+    /// Where `statusChanged()` gets the status text: asked at most once a second.
+    var statusSource: (() -> String)?
+
     /// A one-line status for `systemctl status`. The first change after a quiet
     /// second goes out at once; later ones within the second are coalesced and
     /// the latest is sent when the second is over.
@@ -117,6 +123,7 @@ final class ServiceNotifier {
         let line = String(text.map { $0.isNewline ? " " : $0 })
         if statusTimer != nil {
             pendingStatus = line == lastStatus ? nil : line
+            statusIsStale = false
             return
         }
         guard line != lastStatus else { return }
@@ -130,6 +137,19 @@ final class ServiceNotifier {
         } catch {
             // Without the timer there is no coalescing; every change is sent.
             Log.warning("cannot start the status timer: \(error)")
+        }
+    }
+
+    /// `status(statusSource())`, for hot paths (every accept and close): within
+    /// the second after a status went out it only marks the status stale, and
+    /// `statusSource` is asked once when the second is over. Without a manager
+    /// it costs one check.
+    func statusChanged() {
+        guard isEnabled, let statusSource else { return }
+        if statusTimer != nil {
+            statusIsStale = true
+        } else {
+            status(statusSource())
         }
     }
 
@@ -154,6 +174,11 @@ final class ServiceNotifier {
 
     private func statusTick() {
         flush()
+        if statusIsStale, let statusSource {
+            statusIsStale = false
+            let line = String(statusSource().map { $0.isNewline ? " " : $0 })
+            pendingStatus = line == lastStatus ? nil : line
+        }
         if let pending = pendingStatus {
             pendingStatus = nil
             sendStatus(pending)

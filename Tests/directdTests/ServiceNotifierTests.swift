@@ -150,6 +150,34 @@ struct ServiceNotifierTests {
         #expect(loop.close())
     }
 
+    @Test func statusChangedAsksTheSourceOnceASecond() throws {
+        let receiver = try NotifyReceiver(abstract: true)
+        let loop = TestLoop()
+        let notifier = ServiceNotifier(loop: loop.loop, environment: ["NOTIFY_SOCKET": receiver.name])
+        var open = 0, asked = 0
+        notifier.statusSource = { asked += 1; return "\(open) open" }
+        for _ in 0..<100 {
+            open += 1
+            notifier.statusChanged()
+        }
+        #expect(asked == 1, "asked at once, then not within the second")
+        #expect(receiver.drain() == ["STATUS=1 open"])
+        var later: [String] = []
+        loop.run(until: { later += receiver.drain(); return !later.isEmpty }, limit: 1500)
+        #expect(later == ["STATUS=100 open"], "the state when the second is over")
+        #expect(asked == 2)
+        notifier.close()
+        #expect(loop.close())
+
+        let silent = TestLoop()
+        let off = ServiceNotifier(loop: silent.loop, environment: [:])
+        off.statusSource = { asked += 1; return "" }
+        off.statusChanged()
+        #expect(asked == 2, "without a manager the source is never asked")
+        off.close()
+        #expect(silent.close())
+    }
+
     @Test func statusLineNamesListenersAndConnections() {
         let listeners = [SocketAddress(ip: .v4(.loopback), port: 21118), SocketAddress(ip: .v6(.loopback), port: 21118)]
         #expect(ServiceNotifier.statusLine(listeners: listeners, open: 3, total: 120)
