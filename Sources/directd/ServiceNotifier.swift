@@ -35,7 +35,7 @@ final class ServiceNotifier {
     /// Milliseconds between two `STATUS=` messages, at least.
     static let statusInterval: UInt64 = 1000
     /// Messages kept while the manager's queue is full; past it the oldest
-    /// `STATUS=` goes first (a newer one supersedes it anyway).
+    /// `STATUS=` or `WATCHDOG=1` goes first (a newer one supersedes it anyway).
     static let queueLimit = 16
 
     private let loop: UnsafeMutablePointer<uv_loop_t>
@@ -52,7 +52,7 @@ final class ServiceNotifier {
     /// Set by `statusChanged()` while the status timer runs: ask `statusSource` on its tick.
     private var statusIsStale = false
     private var lastStatus: String?
-    /// Messages sent in order; more than one only when the manager was busy.
+    /// Messages waiting to be sent, in order; more than one only while the manager is busy.
     private var queue: [String] = []
     private var isClosed = false
 
