@@ -62,17 +62,20 @@ struct ConfigWatcherTests {
         let loop = TestLoop()
         let counter = Counter()
         let watcher = try ConfigWatcher(loop: loop.loop, path: path, debounceMilliseconds: 200) { counter.calls += 1 }
-        let start = uv_hrtime()
+        var writes: [UInt64] = []
         for index in 0..<10 {
+            writes.append(uv_hrtime() / 1_000_000)
             write("{\"options\": {\"grace\": \(index)}}", to: path)
             loop.run(milliseconds: 10)   // the events arrive between writes
         }
-        let burst = (uv_hrtime() - start) / 1_000_000
-        #expect(counter.calls == 0, "nothing while the burst goes on (\(burst) ms)")
+        let longestGap = zip(writes.dropFirst(), writes).map { $0 - $1 }.max() ?? 0
+        // A machine so loaded that the test stalled for the debounce time between
+        // two writes has made two bursts; only then may there be two calls.
+        let bursts = longestGap < 200 ? 1 : 2
+        if bursts == 1 { #expect(counter.calls == 0, "nothing while the burst goes on") }
         loop.run(until: { counter.calls > 0 }, limit: 2000)
-        #expect(counter.calls == 1)
         loop.run(milliseconds: 500)
-        #expect(counter.calls == 1, "ten writes, one call")
+        #expect(counter.calls >= 1 && counter.calls <= bursts, "ten writes, one call (longest gap \(longestGap) ms)")
         watcher.close()
         #expect(loop.close())
     }
