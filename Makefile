@@ -113,12 +113,23 @@ install-lib: lib
 install: build install-lib
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 755 $(BUILD)/release/directd $(DESTDIR)$(PREFIX)/bin/directd
+# systemd: the unit (ExecStart at this prefix), the example socket, and the
+# example config unless one is there already (it is the operator's).
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	sed 's|/usr/local/bin/directd|$(PREFIX)/bin/directd|' packaging/directd.service \
+		> $(DESTDIR)$(PREFIX)/lib/systemd/system/directd.service
+	chmod 644 $(DESTDIR)$(PREFIX)/lib/systemd/system/directd.service
+	install -m 644 packaging/directd.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/directd.socket
+	[ -e $(DESTDIR)/etc/directd/directd.json ] || install -D -m 644 packaging/directd.json $(DESTDIR)/etc/directd/directd.json
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/directd \
 		$(DESTDIR)$(PREFIX)/lib/libUVBind.so $(DESTDIR)$(PREFIX)/lib/$(SONAME) \
 		$(DESTDIR)$(PREFIX)/lib/libUVBind.so.$(VERSION) \
 		$(DESTDIR)$(PREFIX)/include/uvbind.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/uvbind.pc
+# systemd units; /etc/directd/directd.json stays (it is the operator's).
+	rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/directd.service \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system/directd.socket
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 clean:

@@ -25,6 +25,13 @@ final class LoopWatcher<Handle> {
         }
     }
 
+    /// Lets the loop end while this handle is still active: for timers that
+    /// serve others (the service manager's watchdog) and must not keep directd up.
+    func unref() {
+        guard !isClosed else { return }
+        uv_unref(HandleStorage.base(handle))
+    }
+
     /// Closes the handle; its memory goes after libuv's close callback. Once only:
     /// after that callback the handle pointer is no longer valid.
     func close() {
