@@ -7,28 +7,13 @@ import Testing
 import UVBind
 @testable import directd
 
-/// A private libuv loop for one test, closed (and checked empty) at the end.
-final class TestLoop {
-    let loop = UnsafeMutablePointer<uv_loop_t>.allocate(capacity: 1)
-
-    init() { uv_loop_init(loop) }
-
-    /// Runs the loop without blocking until `done` holds (bounded).
-    func run(until done: () -> Bool, timeout: Double = 10) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while !done() {
-            if Date() > deadline { return false }
-            if uv_run(loop, UV_RUN_NOWAIT) == 0 { usleep(1_000) }
-        }
-        return true
-    }
-
+extension TestLoop {
     /// Runs until no handle is left, then closes the loop: 0 when every handle
     /// was closed (nothing leaked on the loop).
     func finish() -> Int32 {
-        _ = run(until: { uv_loop_alive(loop) == 0 }, timeout: 5)
+        run(until: { uv_loop_alive(loop) == 0 }, limit: 5000)
         let result = uv_loop_close(loop)
-        loop.deallocate()
+        if result == 0 { loop.deallocate() }
         return result
     }
 }
