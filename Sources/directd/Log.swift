@@ -78,27 +78,39 @@ enum Log {
     }
 
     /// Created at the first line: looks at what standard error is once.
-    nonisolated(unsafe) private static var state = LogState()
+    nonisolated(unsafe) private static var state: LogState = {
+        let state = LogState.forStandardError()
+        // Whatever exit path the process takes (a usage error, a failed start, the
+        // end of `run`), what is buffered gets its chance to be written.
+        atexit { Log.flush() }
+        return state
+    }()
 }
 
 /// The log's state: the sink, the format, the rate limiter and its timer.
 final class LogState {
     let sink: LogSink
     let style: LogStyle
-    private var limiter = LogRateLimiter()
+    private var limiter: LogRateLimiter
     private var summaryTimer: LogSummaryTimer?
 
-    init(environment: (String) -> String? = { getenv($0).map { String(cString: $0) } }) {
-        let style = JournalStream.standardErrorIsTheJournal(environment("JOURNAL_STREAM")) ? LogStyle.journal : .timestamped
-        let (capacity, complaint) = LogSink.capacity(fromEnvironment: environment(LogSink.capacityVariable))
+    init(output: LogOutput, style: LogStyle, capacity: Int = LogSink.defaultCapacity,
+         limiter: LogRateLimiter = LogRateLimiter()) {
         self.style = style
-        sink = LogSink(output: LogOutput.standardError(), capacity: capacity) { count in
+        self.limiter = limiter
+        sink = LogSink(output: output, capacity: capacity) { count in
             LogLine.format("\(count) log lines dropped: standard error was not writable", severity: .warning, style: style)
         }
-        // Whatever exit path the process takes (a usage error, a failed start, the
-        // end of `run`), what is buffered gets its chance to be written.
-        atexit { Log.flush() }
-        if let complaint { emitLine(complaint, severity: .warning) }
+    }
+
+    /// The log on standard error, as the environment describes it.
+    static func forStandardError() -> LogState {
+        func variable(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+        let style = JournalStream.standardErrorIsTheJournal(variable("JOURNAL_STREAM")) ? LogStyle.journal : .timestamped
+        let (capacity, complaint) = LogSink.capacity(fromEnvironment: variable(LogSink.capacityVariable))
+        let state = LogState(output: LogOutput.standardError(), style: style, capacity: capacity)
+        if let complaint { state.emitLine(complaint, severity: .warning) }
+        return state
     }
 
     func emit(_ text: () -> String, severity: LogSeverity, category: LogCategory?) {
@@ -114,7 +126,7 @@ final class LogState {
         emitLine(text(), severity: severity)
     }
 
-    private func emitLine(_ text: String, severity: LogSeverity) {
+    func emitLine(_ text: String, severity: LogSeverity) {
         sink.append(LogLine.format(text, severity: severity, style: style))
     }
 

@@ -379,3 +379,50 @@ final class LoopTicker {
         }
     }
 }
+
+/// The log's state as a whole: categories go through the limiter, and the
+/// summary comes from the timer on the loop even when no further line comes.
+struct LogStateTests {
+    @Test func aFloodOfOneCategoryIsCutToTheBurstAndSummarisedByTheTimer() throws {
+        let pipe = try StalledPipe()
+        let state = LogState(output: pipe.output, style: .journal,
+                             limiter: LogRateLimiter(burst: 5, intervalMilliseconds: 200))
+        let loop = UnsafeMutablePointer<uv_loop_t>.allocate(capacity: 1)
+        defer { loop.deallocate() }
+        #expect(uv_loop_init(loop) == 0)
+        state.attach(to: loop)
+        var formatted = 0
+        for number in 0..<1000 {
+            state.emit({ formatted += 1; return "refused 192.0.2.\(number % 250): max-connections (1) reached" },
+                       severity: .warning, category: .refusedMaxConnections)
+        }
+        state.emit({ "#1 opened" }, severity: .info, category: .opened)
+        state.emit({ "listening on 127.0.0.1:1" }, severity: .notice, category: nil)
+        // Suppressed lines are not even formatted.
+        #expect(formatted == 5)
+        var text = pipe.readAvailable()
+        let ticker = LoopTicker(loop: loop, limit: 300) {
+            text += pipe.readAvailable()
+            return text.contains("suppressed")
+        }
+        uv_run(loop, UV_RUN_DEFAULT)
+        ticker.close()
+        state.detach()
+        #expect(uv_loop_close(loop) == 0, "every handle closed")
+        let lines = text.split(separator: "\n")
+        #expect(lines.filter { $0.hasPrefix("<4>warning: refused ") }.count == 5)
+        #expect(lines.contains("<6>#1 opened"))
+        #expect(lines.contains("<5>listening on 127.0.0.1:1"))
+        #expect(lines.last == "<4>warning: suppressed 995 similar lines (refused: max-connections) in 0.2 s", "\(text)")
+        #expect(ticker.ticks < 300)
+    }
+
+    @Test func flushAtExitSummarisesTheIntervalInProgress() throws {
+        let pipe = try StalledPipe()
+        let state = LogState(output: pipe.output, style: .journal,
+                             limiter: LogRateLimiter(burst: 1, intervalMilliseconds: 60_000))
+        for _ in 0..<3 { state.emit({ "#9 closed" }, severity: .info, category: .closed) }
+        #expect(state.flush(timeoutMilliseconds: 1000) == 0)
+        #expect(pipe.readAvailable() == "<6>#9 closed\n<6>suppressed 2 similar lines (connection closed) in 60 s\n")
+    }
+}
