@@ -79,6 +79,33 @@ struct LogProcessTests {
         #expect(lines.last.map { withoutTimestamp($0).hasPrefix("summary: 0 open, ") } ?? false, "\(lines.last ?? "")")
     }
 
+    @Test func aStopRequestEndsTheProcessPromptlyWhileStandardErrorIsStalled() throws {
+        let pipe = try StalledPipe(nonBlocking: false)
+        let port = try freePort()
+        let process = try spawnDirectd(["--bind-interface", "127.0.0.1", "--port", "\(port)"],
+                                       standardError: pipe.writeEnd, environment: ["DIRECTD_LOG_BUFFER": "4096"])
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+        let started = Date().addingTimeInterval(10)
+        while (try? TCPClient(host: "127.0.0.1", port: port)) == nil, Date() < started, process.isRunning { usleep(20_000) }
+        for _ in 0..<150 {
+            kill(process.processIdentifier, SIGUSR1)
+            usleep(1000)
+        }
+        usleep(100_000)
+        #expect(pipe.unread >= pipe.size - 512, "standard error should be stalled")
+
+        // The exit flush waits for room at most 1 s, then gives up.
+        let stop = Date()
+        kill(process.processIdentifier, SIGTERM)
+        while process.isRunning, Date().timeIntervalSince(stop) < 10 { usleep(10_000) }
+        #expect(!process.isRunning, "directd did not exit while its standard error was stalled")
+        if !process.isRunning {
+            #expect(process.terminationStatus == 0)
+            #expect(Date().timeIntervalSince(stop) < 5)
+        }
+        #expect(pipe.readAvailable().contains("listening on 127.0.0.1:\(port)"))
+    }
+
     @Test func onTheJournalLinesCarryAPriorityAndNoTimestamp() throws {
         var ends: [Int32] = [0, 0]
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0)
