@@ -353,7 +353,7 @@ backend upstream
                         roundtrips = float(re.search(r"roundtrips_per_second (\d+)", out).group(1)) * seconds
                     server.stop()
                     with open(out_file) as f:
-                        total = int(re.search(r"^summary: (\d+)", f.read(), re.M).group(1))
+                        total = int(re.search(r"^(?:\S+Z )?summary: (\d+)", f.read(), re.M).group(1))
                     counts.append((total, roundtrips))
                 (idle, _), (busy, roundtrips) = counts
                 self.record("instructions", "echo round trip", name, 0, "instructions", (busy - idle) / roundtrips)

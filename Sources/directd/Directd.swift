@@ -120,6 +120,8 @@ struct Serve: ParsableCommand {
         sigprocmask(SIG_UNBLOCK, &handled, nil)
 
         let server = Server(loop: uv_default_loop(), settings: settings)
+        // The log drains on the loop from here on (it never keeps the loop alive).
+        Log.attach(to: server.loop)
         do {
             try server.listen(plan)
             server.measureDescriptors()
@@ -127,9 +129,11 @@ struct Serve: ParsableCommand {
         } catch {
             server.stop()
             server.run()   // lets libuv finish closing what did open
+            Log.detach()
             throw ExitStatus.report(error)
         }
         server.run()
+        Log.detach()   // closes the log's loop handles; the rest is flushed at exit
         uv_loop_close(server.loop)
     }
 }

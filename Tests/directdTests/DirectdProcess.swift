@@ -50,6 +50,14 @@ func runDirectd(_ arguments: [String], executable: String = directdPath, prefix:
                     stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "")
 }
 
+/// A log line without the RFC 3339 timestamp directd puts in front of it.
+func withoutTimestamp<Line: StringProtocol>(_ line: Line) -> Substring {
+    let text = Substring(line)
+    guard let space = text.firstIndex(of: " "), text[..<space].hasSuffix("Z"),
+          text[..<space].contains("T") else { return text }
+    return text[text.index(after: space)...]
+}
+
 struct TestFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
@@ -79,7 +87,7 @@ final class Daemon {
             stop()
             throw TestFailure("directd did not start: \(logText)")
         }
-        listening = logText.split(separator: "\n")
+        listening = logText.split(separator: "\n").map(withoutTimestamp)
             .filter { $0.hasPrefix("listening on ") }
             .map { String($0.dropFirst("listening on ".count)) }
     }
