@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CUV
 import UVBind
 
 /// A listening TCP socket handed to directd by its service manager.
