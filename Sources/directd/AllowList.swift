@@ -61,6 +61,14 @@ struct AllowList: CustomStringConvertible, Sendable {
         }
     }
 
+    /// `description`, cut after `limit` entries for a log line: a list of 10,000
+    /// entries should not make a 200 KB line.
+    func summary(limit: Int = 8) -> String {
+        guard openness == .restricted, prefixes.count > limit else { return description }
+        return prefixes.prefix(limit).map(\.description).joined(separator: ", ")
+            + " and \(prefixes.count - limit) more"
+    }
+
     /// A list that allows every client, as an unset option does.
     static let everyone = AllowList(prefixes: [], openness: .empty)
 

@@ -106,6 +106,14 @@ struct AllowListTests {
         }
     }
 
+    @Test func summaryIsBounded() throws {
+        let list = try AllowList(parsing: (1...20).map { "192.0.2.\($0)" }.joined(separator: ","))
+        #expect(list.summary(limit: 2) == "192.0.2.1/32, 192.0.2.2/32 and 18 more")
+        #expect(list.summary() == list.prefixes.prefix(8).map(\.description).joined(separator: ", ") + " and 12 more")
+        #expect(try AllowList(parsing: "192.0.2.1").summary() == "192.0.2.1/32")
+        #expect(try AllowList(parsing: "0.0.0.0").summary() == "all clients (whitelist 0.0.0.0)")
+    }
+
     @Test func everyoneConstantAllowsEveryone() {
         #expect(AllowList.everyone.allowsEveryone)
         #expect(AllowList.everyone.allows(ip("2001:db8::1")))
