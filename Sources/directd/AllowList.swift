@@ -37,8 +37,9 @@ struct AllowList: CustomStringConvertible, Sendable {
     /// The entries, in the order written, without the `0.0.0.0` marker.
     let prefixes: [Prefix]
     let openness: Openness
-    private let ipv4: AddressRangeTable<UInt32>
-    private let ipv6: AddressRangeTable<UInt128>
+    /// The prefixes of each family, merged into ranges: what `allows` searches.
+    let ipv4Ranges: AddressRangeTable<UInt32>
+    let ipv6Ranges: AddressRangeTable<UInt128>
 
     /// True if every client is allowed (no entries, or a `0.0.0.0` entry).
     var allowsEveryone: Bool { openness != .restricted }
@@ -82,8 +83,8 @@ struct AllowList: CustomStringConvertible, Sendable {
             case .v6(let a): v6.append(AddressRangeTable.range(of: a.wideValue, length: prefix.length))
             }
         }
-        ipv4 = AddressRangeTable(ranges: v4)
-        ipv6 = AddressRangeTable(ranges: v6)
+        ipv4Ranges = AddressRangeTable(ranges: v4)
+        ipv6Ranges = AddressRangeTable(ranges: v6)
     }
 
     init(parsing text: String) throws(ConfigError) {
@@ -155,10 +156,10 @@ struct AllowList: CustomStringConvertible, Sendable {
         if allowsEveryone { return true }
         switch peer {
         case .v4(let a):
-            return ipv4.contains(a.value)
+            return ipv4Ranges.contains(a.value)
         case .v6(let a):
-            if let mapped = a.ipv4Mapped { return ipv4.contains(mapped.value) }
-            return ipv6.contains(a.wideValue)
+            if let mapped = a.ipv4Mapped { return ipv4Ranges.contains(mapped.value) }
+            return ipv6Ranges.contains(a.wideValue)
         }
     }
 }
