@@ -172,7 +172,7 @@ struct RelayTests {
         return client.receiveAll()
     }
 
-    @Test(arguments: ["10.0.0.1/33", "127.0.0.1,", "localhost", "192.0.2.1/24", "2001:db8::/129", "::ffff:10.0.0.0/95"])
+    @Test(arguments: ["10.0.0.1/33", "127.0.0.1,x", "localhost", "192.0.2.1/24", "2001:db8::/129", "::ffff:10.0.0.0/95"])
     func invalidAllowListEntriesAreConfigurationErrors(_ entry: String) throws {
         let result = try runDirectd(["check", "--whitelist", entry])
         #expect(result.status == 78)
