@@ -2,6 +2,7 @@ import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
 #endif
+import CUV
 import UVBind
 
 /// Where relayed connections go: `HOST:PORT`, IPv6 as `[2001:db8::1]:8080`.
