@@ -130,7 +130,7 @@ final class AcceptGate {
     /// stops watching the listener, and nothing spins.
     private func acceptFailed(on listener: Listener, error: UVError) {
         guard error == .tooManyOpenFiles || error == .tooManyOpenFilesInSystem else {
-            Log.warning("accept on \(listener.address) failed: \(error)")
+            Log.warning("accept on \(listener.address) failed: \(error)", category: .acceptFailed)
             return
         }
         refreshLimit()

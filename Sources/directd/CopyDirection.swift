@@ -34,6 +34,10 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
     private var paused = false
     /// Reading stopped because the pool had no chunk.
     private var waitingForChunk = false
+    /// The session, held while this direction waits in the pool: the pool's
+    /// queue may outlive the session's handles (it closes meanwhile), and
+    /// `session` is unowned.
+    private var sessionWhileWaiting: Session?
     private var shutdownRequest: UnsafeMutablePointer<uv_shutdown_t>?
 
     init(session: Session, source: UnsafeMutablePointer<uv_stream_t>, sink: UnsafeMutablePointer<uv_stream_t>) {
@@ -149,11 +153,14 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
         uv_read_stop(source)
         guard !waitingForChunk else { return }
         waitingForChunk = true
+        sessionWhileWaiting = session
         session.waitingForMemory()
         pool.wait(self)
     }
 
     func resumeAfterWaiting() -> Bool {
+        // The pool's queue holds this direction for the whole call.
+        defer { sessionWhileWaiting = nil }
         waitingForChunk = false
         guard !session.isClosed else { return false }
         if paused { return true }   // the write callback starts it once the queue drains

@@ -106,10 +106,10 @@ final class Lifecycle {
         }
         stopping = true
         drainDeadline = uv_now(loop) + UInt64(grace * 1000)
-        actions.stopAccepting()
         if let signal {
             Log.line("signal \(signal): stopped accepting; \(open) connections get \(grace) s to finish")
         }
+        actions.stopAccepting()
     }
 
     /// Closes the watchers and the ticker so that the loop can end.

@@ -69,6 +69,10 @@ enum Log {
     /// error to take it; what is still left then is counted as dropped. Runs by
     /// itself at exit (atexit). Returns the number of lines that could not be written.
     @discardableResult
+    /// Writes the "suppressed N similar lines" of the intervals in progress now,
+    /// so that a closing line (the final summary) comes after them.
+    static func emitSuppressed() { state.emitPendingSummaries() }
+
     static func flush(timeout: Double = 1) -> Int {
         state.flush(timeoutMilliseconds: Int(timeout * 1000))
     }
@@ -162,11 +166,15 @@ final class LogState {
         uv_run(loop, UV_RUN_NOWAIT)
     }
 
-    func flush(timeoutMilliseconds: Int) -> Int {
-        // The counts of the interval in progress would otherwise be lost.
+    func emitPendingSummaries() {
         for summary in limiter.takeAll() {
             emitLine(summary.description, severity: summary.severity)
         }
+    }
+
+    func flush(timeoutMilliseconds: Int) -> Int {
+        // The counts of the interval in progress would otherwise be lost.
+        emitPendingSummaries()
         return sink.flush(timeoutMilliseconds: timeoutMilliseconds)
     }
 }

@@ -69,7 +69,9 @@ final class Server: SessionHost {
         } else {
             Log.line("serving echo (no direct-forward configured)")
         }
-        if let allowList = settings.allowList { Log.info("allowing clients from \(allowList) only") }
+        if let allowList = settings.allowList {
+            Log.info(allowList.startupNote ?? "allowing clients from \(allowList.summary()) only")
+        }
     }
 
     // MARK: reloading
@@ -104,11 +106,11 @@ final class Server: SessionHost {
     private func accept(on listener: Listener) {
         guard let session = Session(host: self, loop: loop, pool: pool,
                                     writeQueueLimit: settings.writeQueueLimit, id: table.takeIdentifier()) else {
-            Log.error("cannot create a connection handle")
+            Log.error("cannot create a connection handle", category: .acceptFailed)
             return gate.hold(listener)   // left pending; the ticker tries again shortly
         }
         if let error = listener.accept(into: session.clientStream) {
-            Log.warning("accept on \(listener.address) failed: \(error)")
+            Log.warning("accept on \(listener.address) failed: \(error)", category: .acceptFailed)
             return session.close(reason: nil)
         }
         session.readPeer()
@@ -116,15 +118,18 @@ final class Server: SessionHost {
         let policy = AcceptGate.Policy(allowList: settings.allowList, maxConnections: settings.maxConnections,
                                        maxConnectionsPerClient: settings.maxConnectionsPerClient)
         if let refusal = AcceptGate.refusal(of: session.peer, by: policy, table: table) {
-            if refusal == .notAllowed {
-                Log.info("refused \(peer) on \(listener.address): \(refusal)")
-            } else {
-                Log.warning("refused \(peer) on \(listener.address): \(refusal)")
+            switch refusal {
+            case .notAllowed, .unknownPeer:
+                Log.info("refused \(peer) on \(listener.address): \(refusal)", category: .refusedAllowList)
+            case .maxConnections:
+                Log.warning("refused \(peer) on \(listener.address): \(refusal)", category: .refusedMaxConnections)
+            case .maxConnectionsPerClient:
+                Log.warning("refused \(peer) on \(listener.address): \(refusal)", category: .refusedPerClient)
             }
             return session.close(reason: nil)
         }
         table.insert(session)
-        Log.info("#\(session.id) opened from \(peer) on \(listener.address)")
+        Log.info("#\(session.id) opened from \(peer) on \(listener.address)", category: .opened)
         if let forward = settings.forward {
             session.startRelay(to: forward)
         } else {
@@ -139,7 +144,7 @@ final class Server: SessionHost {
     }
 
     func session(_ session: Session, upstreamFailed reason: String) {
-        Log.warning("#\(session.id) from \(session.peer.map(\.description) ?? "?"): \(reason)")
+        Log.warning("#\(session.id) from \(session.peer.map(\.description) ?? "?"): \(reason)", category: .upstreamFailed)
     }
 
     func sessionWaitsForMemory(_ session: Session) {
@@ -153,7 +158,7 @@ final class Server: SessionHost {
         guard table.remove(session) else { return }
         let (fromClient, toClient) = session.byteCounts
         let seconds = Double(uv_now(loop) - session.opened) / 1000
-        Log.info("#\(session.id) closed: \(fromClient) bytes from client, \(toClient) bytes to client, \(seconds) s\(reason.map { ", \($0)" } ?? "")")
+        Log.info("#\(session.id) closed: \(fromClient) bytes from client, \(toClient) bytes to client, \(seconds) s\(reason.map { ", \($0)" } ?? "")", category: .closed)
         if lifecycle.stopping, table.isEmpty { finish() }
     }
 
@@ -201,7 +206,10 @@ final class Server: SessionHost {
     private func finish() {
         guard !finished else { return }
         finished = true
-        if group != nil { Log.line(table.summary) }   // not after a start that failed
+        if group != nil {   // not after a start that failed
+            Log.emitSuppressed()
+            Log.line(table.summary)
+        }
         lifecycle.finish()
         gate.close()
     }

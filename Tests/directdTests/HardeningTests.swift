@@ -115,6 +115,9 @@ struct HardeningTests {
             return after < idle + (8 << 20)
         }
         #expect(returned, "\(mode): resident memory \(after >> 20) MiB 10 s after the clients left, idle was \(idle >> 20) MiB")
+        #expect(daemon.process.isRunning, "\(mode): directd died: \(daemon.logText.suffix(2000))")
+        kill(daemon.pid, SIGUSR1)
+        #expect(daemon.waitForLog("summary: 0 open, 1000 total"), "every session closed once its client left")
     }
 
     /// A small memory-limit: the clients that never read spend it (once the
@@ -134,6 +137,7 @@ struct HardeningTests {
         let payload = randomBytes(200_000)
         #expect(client.send(payload))
         #expect(client.receive(exactly: payload.count) == payload, "served once the budget is free again")
+        #expect(daemon.process.isRunning)
     }
 
     @Test func perClientLimitRefusesTheConnectionOverIt() throws {
@@ -207,5 +211,23 @@ struct HardeningTests {
             let byte = UInt8(index)
             #expect(client.send([byte]) && client.receive(exactly: 1) == [byte], "client \(index) served")
         }
+    }
+
+    /// A flood of refused connections is logged a few lines a second, then one
+    /// "suppressed" line, even at --log-level warning.
+    @Test func refusalFloodIsRateLimited() throws {
+        let daemon = try Daemon(["--bind-interface", "127.0.0.1", "--port", "0", "--log-level", "warning",
+                                 "--max-connections", "1"])
+        defer { daemon.stop() }
+        let holder = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        #expect(holder.send([1]) && holder.receive(exactly: 1) == [1])
+        for _ in 0..<300 {
+            let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
+            _ = client.receiveAll()
+        }
+        #expect(daemon.waitForLog("suppressed", timeout: 5))
+        let refusals = daemon.logText.split(separator: "\n").filter { $0.contains("max-connections (1) reached") }
+        #expect(refusals.count < 60, "\(refusals.count) refusal lines for 300 refusals")
+        #expect(refusals.count >= 1)
     }
 }
