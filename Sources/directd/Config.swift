@@ -18,6 +18,8 @@ struct Settings {
     var maxConnectionsPerClient = 0
     /// Bytes of relay buffers across all connections.
     var memoryLimit = 32 << 20
+    /// The PROXY protocol header sent upstream first; nil is off.
+    var proxyProtocol: ProxyHeader.Version?
     /// Seconds without a byte in either direction before a connection closes; 0 is off.
     var idleTimeout = 0.0
     /// Seconds an upstream has to accept a connection.
@@ -52,6 +54,7 @@ struct Settings {
         case "max-connections-per-client":
             maxConnectionsPerClient = text.trimmedOfWhitespace == "0" ? 0 : try Self.count(key, text)
         case "memory-limit": memoryLimit = try Self.bytes(key, text)
+        case "proxy-protocol": proxyProtocol = try ProxyHeader.version(parsing: text)
         case "log-level":
             guard let level = LogLevel(argument: text.trimmedOfWhitespace) else {
                 throw ConfigError(description: "Invalid log-level \"\(text)\": expected one of \(LogLevel.allCases.map { "\($0)" }.joined(separator: ", "))")
@@ -65,7 +68,7 @@ struct Settings {
     static let options = [
         "bind-interface", "direct-access-port", "direct-forward", "whitelist", "max-connections",
         "idle-timeout", "connect-timeout", "write-queue-limit", "grace", "log-level",
-        "max-connections-per-client", "memory-limit",
+        "max-connections-per-client", "memory-limit", "proxy-protocol",
     ]
 
     private static func count(_ key: String, _ text: String) throws(ConfigError) -> Int {

@@ -48,6 +48,9 @@ struct ConfigOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Bytes of relay buffers across all connections (32MiB).", valueName: "bytes"))
     var memoryLimit: String?
 
+    @Option(name: .long, help: ArgumentHelp("Send the upstream haproxy's PROXY protocol header first: off (the default), v1 or v2.", valueName: "version"))
+    var proxyProtocol: String?
+
     @Option(name: .long, help: ArgumentHelp("Close a connection idle this many seconds. Default 0 (off).", valueName: "seconds"))
     var idleTimeout: String?
 
@@ -80,6 +83,7 @@ struct ConfigOptions: ParsableArguments {
             ("connect-timeout", connectTimeout), ("write-queue-limit", writeQueueLimit), ("grace", grace),
             ("log-level", logLevel),
             ("max-connections-per-client", maxConnectionsPerClient), ("memory-limit", memoryLimit),
+            ("proxy-protocol", proxyProtocol),
         ]
         for case let (key, value?) in flags { try settings.set(key, value) }
         settings.backlog = backlog

@@ -65,7 +65,8 @@ final class Server: SessionHost {
             throw StartError(description: "cannot start the signal watchers and timer: \(error)")
         }
         if let forward = settings.forward {
-            Log.line("relaying every connection to \(forward)")
+            Log.line("relaying every connection to \(forward)"
+                     + (settings.proxyProtocol.map { ", with a PROXY protocol \($0.rawValue) header" } ?? ""))
         } else {
             Log.line("serving echo (no direct-forward configured)")
         }
@@ -131,7 +132,7 @@ final class Server: SessionHost {
         table.insert(session)
         Log.info("#\(session.id) opened from \(peer) on \(listener.address)", category: .opened)
         if let forward = settings.forward {
-            session.startRelay(to: forward)
+            session.startRelay(to: forward, proxyProtocol: settings.proxyProtocol)
         } else {
             session.startEcho()
         }

@@ -39,6 +39,8 @@ final class Session {
     private(set) var upstream: UnsafeMutablePointer<uv_tcp_t>?
     /// Where this session relays to, as chosen when it was accepted.
     private(set) var target: Upstream?
+    /// The PROXY protocol header to send the upstream first, if any.
+    private var proxyProtocol: ProxyHeader.Version?
     private var directions: [any RelayDirection] = []
     private(set) var isClosed = false
     private(set) var connecting = false
@@ -78,11 +80,17 @@ final class Session {
 
     /// Reads the client's address, once accepted.
     func readPeer() {
+        peer = address(of: client, peer: true)
+    }
+
+    /// The address a TCP handle is bound to, or its peer's.
+    private func address(of handle: UnsafeMutablePointer<uv_tcp_t>, peer: Bool) -> SocketAddress? {
         var storage = sockaddr_storage()
         var length = Int32(MemoryLayout<sockaddr_storage>.size)
-        peer = withUnsafeMutablePointer(to: &storage) { pointer in
+        return withUnsafeMutablePointer(to: &storage) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                uv_tcp_getpeername(client, sa, &length) == 0 ? SocketAddress(sa) : nil
+                let result = peer ? uv_tcp_getpeername(handle, sa, &length) : uv_tcp_getsockname(handle, sa, &length)
+                return result == 0 ? SocketAddress(sa) : nil
             }
         }
     }
@@ -100,9 +108,12 @@ final class Session {
         start([CopyDirection(session: self, source: clientStream, sink: clientStream)])
     }
 
-    /// Connects to `target`; the client is read only once that succeeds.
-    func startRelay(to target: Upstream) {
+    /// Connects to `target`; the client is read only once that succeeds, and
+    /// with `proxyProtocol` the upstream gets the PROXY header before any
+    /// client byte.
+    func startRelay(to target: Upstream, proxyProtocol: ProxyHeader.Version? = nil) {
         self.target = target
+        self.proxyProtocol = proxyProtocol
         let handle = HandleStorage.allocate(uv_tcp_t.self)
         if let error = UVError.check(uv_tcp_init(loop, handle)) {
             HandleStorage.discard(handle)
@@ -140,8 +151,50 @@ final class Session {
         uv_tcp_nodelay(upstream, 1)
         touch()
         let upstreamStream = HandleStorage.stream(upstream)
+        if let proxyProtocol {
+            if let error = sendProxyHeader(proxyProtocol, to: upstreamStream) {
+                return fail(error, side: upstreamStream)
+            }
+        }
         start([CopyDirection(session: self, source: clientStream, sink: upstreamStream),
                CopyDirection(session: self, source: upstreamStream, sink: clientStream)])
+    }
+
+    /// Queues the PROXY header on the upstream: libuv writes a stream's
+    /// requests in order, so it goes before any client byte. A new connection's
+    /// send buffer is empty, so `uv_try_write` takes the header at once; the
+    /// queued path (with its own small allocation) is there for correctness.
+    private func sendProxyHeader(_ version: ProxyHeader.Version,
+                                 to upstream: UnsafeMutablePointer<uv_stream_t>) -> UVError? {
+        guard let peer, let destination = address(of: client, peer: false) else { return .invalidArgument }
+        let header = ProxyHeader(version: version, client: peer, destination: destination)
+        let requestSize = (MemoryLayout<uv_write_t>.size + 15) & ~15
+        let block = UnsafeMutableRawPointer.allocate(byteCount: requestSize + ProxyHeader.maximumSize, alignment: 16)
+        let data = block + requestSize
+        let count = header.write(into: UnsafeMutableRawBufferPointer(start: data, count: ProxyHeader.maximumSize))
+        var buf = uv_buf_init(data.assumingMemoryBound(to: CChar.self), UInt32(count))
+        let sent = uv_try_write(upstream, &buf, 1)
+        if sent == count {
+            block.deallocate()
+            return nil
+        }
+        if sent < 0, UVError(sent) != .tryAgain {
+            block.deallocate()
+            return UVError(sent)
+        }
+        let done = Int(max(sent, 0))
+        buf = uv_buf_init(buf.base + done, UInt32(count - done))
+        let request = block.assumingMemoryBound(to: uv_write_t.self)
+        request.pointee.data = block
+        let queued = uv_write(request, upstream, &buf, 1) { request, _ in
+            // Failures show on the relay's own reads and writes.
+            request!.pointee.data.deallocate()
+        }
+        if queued < 0 {
+            block.deallocate()
+            return UVError(queued)
+        }
+        return nil
     }
 
     private func start(_ directions: [any RelayDirection]) {

@@ -83,6 +83,83 @@ struct ProxyHeaderConsumerTests {
         try checkEveryCase(consumer, request: Array("GET / HTTP/1.0\r\n\r\n".utf8))
     }
 
+    /// directd itself in front of each consumer, with both header versions: the
+    /// consumer sees the real client (address and port) and the address the
+    /// client connected to, for an IPv4 client (from 127.0.0.2) and an IPv6 one.
+    @Test(.enabled(if: nginxAvailable && haproxyAvailable, "nginx (with its stream module) or haproxy is not installed"))
+    func directdSendsTheClientToRealConsumers() throws {
+        let nginx = try Consumer.start(name: "nginx") { directory, port in
+            try """
+            load_module \(Self.nginxStream);
+            daemon off;
+            worker_processes 1;
+            error_log \(directory.path)/error.log info;
+            pid \(directory.path)/nginx.pid;
+            events { worker_connections 64; }
+            stream {
+                server {
+                    listen 127.0.0.1:\(port) proxy_protocol;
+                    listen [::1]:\(port) proxy_protocol;
+                    return "$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr $proxy_protocol_server_port\\n";
+                }
+            }
+            """.write(to: directory.appendingPathComponent("nginx.conf"), atomically: true, encoding: .utf8)
+            return [Self.nginx, "-p", directory.path, "-e", "\(directory.path)/error.log", "-c", "\(directory.path)/nginx.conf"]
+        }
+        defer { nginx.stop() }
+        let haproxy = try Consumer.start(name: "haproxy") { directory, port in
+            try """
+            defaults
+                mode http
+                timeout connect 5s
+                timeout client 5s
+                timeout server 5s
+            frontend proxied
+                bind 127.0.0.1:\(port) accept-proxy
+                bind [::1]:\(port) accept-proxy
+                http-request return status 200 content-type text/plain lf-string "%[src] %[src_port] %[dst] %[dst_port]\\n"
+
+            """.write(to: directory.appendingPathComponent("haproxy.cfg"), atomically: true, encoding: .utf8)
+            return [Self.haproxy, "-db", "-f", "\(directory.path)/haproxy.cfg"]
+        }
+        defer { haproxy.stop() }
+        let clients: [(host: String, source: String)] = hostHasIPv6Loopback
+            ? [("127.0.0.1", "127.0.0.2"), ("::1", "::1")] : [("127.0.0.1", "127.0.0.2")]
+        for (consumer, request) in [(nginx, [UInt8]()), (haproxy, Array("GET / HTTP/1.0\r\n\r\n".utf8))] {
+            for version in ProxyHeader.Version.allCases {
+                let daemon = try Daemon(["--bind-interface", hostHasIPv6Loopback ? "127.0.0.1,::1" : "127.0.0.1",
+                                         "--port", "0", "--forward", "127.0.0.1:\(consumer.port)",
+                                         "--proxy-protocol", version.rawValue])
+                defer { daemon.stop() }
+                #expect(daemon.logText.contains("with a PROXY protocol \(version.rawValue) header"))
+                for (host, source) in clients {
+                    let connection = try TCPClient(host: host, port: daemon.port, source: source)
+                    var local = sockaddr_storage()
+                    var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+                    let clientPort = withUnsafeMutablePointer(to: &local) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa -> UInt16 in
+                            getsockname(connection.fd, sa, &length)
+                            return SocketAddress(sa)?.port ?? 0
+                        }
+                    }
+                    #expect(connection.send(request))
+                    let answer = String(decoding: connection.receiveAll() ?? [], as: UTF8.self)
+                    let line = answer.split(separator: "\r\n\r\n").last.map(String.init)?.trimmedOfWhitespace ?? ""
+                    let fields = line.split(separator: " ")
+                    let context = "\(consumer.name), \(version), client \(source): \(answer)"
+                    guard fields.count == 4 else {
+                        Issue.record("unexpected answer: \(context)")
+                        continue
+                    }
+                    #expect(Self.parse(fields[0]) == Self.parse(Substring(source)), "\(context)")
+                    #expect(UInt16(fields[1]) == clientPort, "\(context)")
+                    #expect(Self.parse(fields[2]) == Self.parse(Substring(host)), "\(context)")
+                    #expect(UInt16(fields[3]) == daemon.port, "\(context)")
+                }
+            }
+        }
+    }
+
     /// Sends every case in both versions over both loopback listeners and compares
     /// what the consumer says it read with what the header was built from.
     func checkEveryCase(_ consumer: Consumer, request: [UInt8]) throws {
