@@ -13,6 +13,8 @@ final class Server: SessionHost {
     let gate: AcceptGate
     private var lifecycle: Lifecycle!
     private var group: ListenerGroup?
+    /// Readiness, reload, stop and status for a service manager (silent without one).
+    private var notifier: ServiceNotifier?
     /// Sessions waiting for relay memory, for a rate-limited warning.
     private var memoryWarningAt: UInt64 = 0
 
@@ -73,6 +75,14 @@ final class Server: SessionHost {
         if let allowList = settings.allowList {
             Log.info(allowList.startupNote ?? "allowing clients from \(allowList.summary()) only")
         }
+        let notifier = ServiceNotifier(loop: loop)
+        notifier.statusSource = { [unowned self] in
+            ServiceNotifier.statusLine(listeners: self.listeningAddresses, open: self.table.count,
+                                       total: Int(self.table.total))
+        }
+        notifier.ready()
+        notifier.statusChanged()
+        self.notifier = notifier
     }
 
     // MARK: reloading
@@ -130,6 +140,7 @@ final class Server: SessionHost {
             return session.close(reason: nil)
         }
         table.insert(session)
+        notifier?.statusChanged()
         Log.info("#\(session.id) opened from \(peer) on \(listener.address)", category: .opened)
         if let forward = settings.forward {
             session.startRelay(to: forward, proxyProtocol: settings.proxyProtocol)
@@ -157,6 +168,7 @@ final class Server: SessionHost {
 
     func sessionClosed(_ session: Session, reason: String?) {
         guard table.remove(session) else { return }
+        notifier?.statusChanged()
         let (fromClient, toClient) = session.byteCounts
         let seconds = Double(uv_now(loop) - session.opened) / 1000
         Log.info("#\(session.id) closed: \(fromClient) bytes from client, \(toClient) bytes to client, \(seconds) s\(reason.map { ", \($0)" } ?? "")", category: .closed)
@@ -189,6 +201,7 @@ final class Server: SessionHost {
     }
 
     private func stopAccepting() {
+        notifier?.stopping()
         group?.close()
         gate.release()
         if table.isEmpty { finish() }
@@ -213,6 +226,7 @@ final class Server: SessionHost {
         }
         lifecycle.finish()
         gate.close()
+        notifier?.close()
     }
 
     /// Runs the loop until every handle is closed.
