@@ -105,25 +105,16 @@ private struct Resolver {
     }
 
     private mutating func addIPv6(_ address: IPv6Address, zone: String?, text: String) throws(BindError) {
+        // BindValue has refused ::ffff:0.0.0.0, zones on mapped addresses and
+        // zones on anything but link-local, whatever the order of the elements.
         if let mapped = address.ipv4Mapped {
-            guard !mapped.isAny else {
-                throw formatError(text, "\(address) is the IPv4-mapped form of 0.0.0.0; write 0.0.0.0 if you mean every IPv4 address")
-            }
-            guard zone == nil else {
-                throw formatError(text, "a zone does not apply to an IPv4-mapped address")
-            }
             notes.append("\(address) is an IPv4-mapped address: listening on \(mapped) (IPv4)")
             return try addIPv4(mapped, text: text)
         }
         var target = SocketAddress(ip: .v6(address), port: port)
         try requireFamily(of: target)
         if let zone {
-            guard address.isLinkLocal else {
-                throw formatError(text, "a zone (%\(zone)) applies only to link-local addresses (fe80::/10)")
-            }
-            let index = zone.allDecimal ? UInt32(zone).flatMap { table.name(ofIndex: $0) == nil ? nil : $0 }
-                                        : table.index(ofInterface: zone)
-            guard let index else {
+            guard let index = table.index(ofZone: zone) else {
                 throw BindError(kind: .unknownZone, value: value, element: text, step: .resolve,
                                 detail: "no interface \(zone.allDecimal ? "has index" : "is named") \(zone)",
                                 remedy: "Interfaces here: \(table.interfaceIndexSummary). Write the zone as fe80::1%eth0")
@@ -194,11 +185,6 @@ private struct Resolver {
 
     private func notAvailable(_ target: SocketAddress) -> BindError {
         BindError.call(.resolve, failedWith: .addressNotAvailable, value: value, address: target, interfaces: table)
-    }
-
-    private func formatError(_ text: String, _ detail: String) -> BindError {
-        BindError(kind: .invalidFormat, value: value, element: text, step: .parse,
-                  detail: detail, remedy: BindValue.expected)
     }
 
     private func linkLocalWithoutZone(_ address: IPv6Address, text: String,

@@ -92,10 +92,28 @@ public struct BindValue: Sendable {
             if !name.allDecimal { try checkInterfaceName(name) }
             zone = String(name)
         }
+        let parsed: IPv6Address
         switch IPv6Address.parse(address) {
-        case .success(let parsed): return .ipv6(parsed, zone: zone)
+        case .success(let value): parsed = value
         case .failure(let error): throw error
         }
+        // These depend on the text alone, so they are checked here, on every
+        // element, before any interface table is looked at: the error for a list
+        // must not depend on the order of its elements.
+        if let mapped = parsed.ipv4Mapped {
+            // ::ffff:0.0.0.0 is not an IPv4 host: mapped addresses stand for IPv4
+            // nodes (RFC 4291 2.5.5.2), and binding it would mean the IPv4 wildcard,
+            // far wider than an address-shaped value suggests. Refused, not guessed.
+            guard !mapped.isAny else {
+                throw AddressSyntaxError("\(parsed) is the IPv4-mapped form of 0.0.0.0, not the address of a host; write 0.0.0.0 if you mean every IPv4 address")
+            }
+            guard zone == nil else {
+                throw AddressSyntaxError("a zone does not apply to an IPv4-mapped address")
+            }
+        } else if let zone, !parsed.isLinkLocal {
+            throw AddressSyntaxError("a zone (%\(zone)) applies only to link-local addresses (fe80::/10)")
+        }
+        return .ipv6(parsed, zone: zone)
     }
 
     /// Linux interface names: 1 to 15 bytes, no white space, "/", ":", "%", ",", brackets.

@@ -110,6 +110,15 @@ public struct InterfaceTable: Sendable {
         interfaces.first { $0.name == name }?.index
     }
 
+    /// The interface index an IPv6 zone stands for: an interface name, or a
+    /// decimal index that some interface has. nil when no interface matches.
+    /// The resolver and directd's upstream parser share it, so that a zone means
+    /// the same thing in a bind value and in a forward address.
+    package func index(ofZone zone: String) -> UInt32? {
+        zone.allDecimal ? UInt32(zone).flatMap { name(ofIndex: $0) == nil ? nil : $0 }
+                        : index(ofInterface: zone)
+    }
+
     public func name(ofIndex index: UInt32) -> String? {
         interfaces.first { $0.index == index }?.name
     }

@@ -122,6 +122,17 @@ struct BindValueTableTests {
         fail(",127.0.0.1", .invalidFormat),
         fail("127.0.0.1,eth9", .unknownInterface),
         fail("127.0.0.1,203.0.113.99", .addressNotAvailable),
+        // Syntax is checked on every element before the machine is consulted: the
+        // error does not depend on the order (issue 9, 18).
+        fail("203.0.113.99,::1%lo", .invalidFormat),
+        fail("::1%lo,203.0.113.99", .invalidFormat),
+        fail("eth9,::ffff:0.0.0.0", .invalidFormat),
+        fail("::ffff:0.0.0.0,eth9", .invalidFormat),
+        fail("fe80::1%eth9,::ffff:127.0.0.1%lo", .invalidFormat),
+        fail("::ffff:127.0.0.1%lo,fe80::1%eth9", .invalidFormat),
+        fail("fe80::1,2001:db8::10%eth0", .invalidFormat),
+        fail("2001:db8::10%eth0,fe80::1", .invalidFormat),
+        fail("down0,[::ffff:0:0]", .invalidFormat),
         // Rule 7: host names and ports are not bind values.
         fail("localhost", .unknownInterface),
         fail("example.com", .unknownInterface),
@@ -163,6 +174,33 @@ struct BindValueTableTests {
             Issue.record("expected \(testCase.outcome), got \(plan.targets.map(\.address.description))")
         case (_, .failure(let error)):
             Issue.record("expected \(testCase.outcome), got \(error.kind): \(error)")
+        }
+    }
+
+    /// A list whose first element cannot be resolved and whose second is malformed
+    /// reports the malformed one, in either order, and never looks at the machine.
+    @Test(arguments: [("10.0.0.1", "::1%lo"), ("eth9", "::ffff:0.0.0.0"), ("fe80::1%eth9", "::ffff:192.0.2.10%eth0")])
+    func syntaxErrorWinsInEitherOrder(_ pair: (String, String)) {
+        for value in ["\(pair.0),\(pair.1)", "\(pair.1),\(pair.0)"] {
+            #expect(throws: BindError.self) { _ = try BindValue(parsing: value) }
+            do throws(BindError) {
+                _ = try BindPlan(value: value, port: 1, interfaces: Fixtures.machine)
+                Issue.record("\(value) was accepted")
+            } catch {
+                #expect(error.kind == .invalidFormat, "\(value): \(error)")
+                #expect(error.step == .parse, "\(value)")
+                #expect(error.element == pair.1, "the malformed element is named (\(value))")
+            }
+        }
+    }
+
+    @Test func mappedWildcardIsRefusedWithTheReason() {
+        do throws(BindError) {
+            _ = try BindValue(parsing: "::ffff:0.0.0.0")
+            Issue.record("accepted")
+        } catch {
+            #expect(error.description.contains("IPv4-mapped form of 0.0.0.0"))
+            #expect(error.description.contains("write 0.0.0.0"))
         }
     }
 
