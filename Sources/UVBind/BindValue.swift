@@ -105,7 +105,7 @@ public struct BindValue: Sendable {
             // nodes (RFC 4291 2.5.5.2), and binding it would mean the IPv4 wildcard,
             // far wider than an address-shaped value suggests. Refused, not guessed.
             guard !mapped.isAny else {
-                throw AddressSyntaxError("\(parsed) is the IPv4-mapped form of 0.0.0.0, not the address of a host; write 0.0.0.0 if you mean every IPv4 address")
+                throw AddressSyntaxError("\(parsed) is the IPv4-mapped form of 0.0.0.0; write 0.0.0.0 if you mean every IPv4 address (a mapped address names one IPv4 host, and this one would mean all of them)")
             }
             guard zone == nil else {
                 throw AddressSyntaxError("a zone does not apply to an IPv4-mapped address")
