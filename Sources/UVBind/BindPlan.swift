@@ -4,14 +4,26 @@ public struct ListenTarget: Hashable, Sendable {
     /// Only for the empty value: a family the host cannot open is skipped with a
     /// warning, as long as the other family opens.
     public let optional: Bool
+    /// The interface the socket is bound to with `SO_BINDTODEVICE` (before the
+    /// bind), so that packets for the address arriving on any other interface are
+    /// refused; nil binds to no device (the weak host model).
+    public let device: String?
 
-    public init(address: SocketAddress, optional: Bool = false) {
+    public init(address: SocketAddress, optional: Bool = false, device: String? = nil) {
         self.address = address
         self.optional = optional
+        self.device = device
     }
 
     /// IPv6 listeners never accept IPv4 (`UV_TCP_IPV6ONLY`): `::` means IPv6 only.
     public var ipv6Only: Bool { address.family == .ipv6 }
+
+    /// The same target on another port.
+    func with(port: UInt16) -> ListenTarget {
+        var address = self.address
+        address.port = port
+        return ListenTarget(address: address, optional: optional, device: device)
+    }
 }
 
 /// A bind value matched to this machine: the exact sockets to open, or an error.
@@ -22,7 +34,7 @@ public struct BindPlan: Sendable {
     public let targets: [ListenTarget]
     /// What the resolver decided on the operator's behalf (a zone it inferred,
     /// a family it left out, a mapped address it bound as IPv4), for the log.
-    public let notes: [String]
+    public let notes: [BindNote]
 
     /// Reads `value` and resolves it against `interfaces` (the machine's by default).
     public init(value: String, port: UInt16, interfaces: InterfaceTable? = nil) throws(BindError) {
@@ -33,7 +45,7 @@ public struct BindPlan: Sendable {
 
     /// A plan with targets given as they are (tests use it to open what the
     /// resolver would refuse).
-    init(value: String, port: UInt16, targets: [ListenTarget], notes: [String] = []) {
+    init(value: String, port: UInt16, targets: [ListenTarget], notes: [BindNote] = []) {
         self.value = value
         self.port = port
         self.targets = targets
@@ -58,7 +70,7 @@ private struct Resolver {
     let port: UInt16
     let table: InterfaceTable
     var targets: [ListenTarget] = []
-    var notes: [String] = []
+    var notes: [BindNote] = []
 
     init(value: String, port: UInt16, table: InterfaceTable) {
         self.value = value
@@ -86,12 +98,12 @@ private struct Resolver {
         if v4 || !v6 {
             targets.append(ListenTarget(address: SocketAddress(ip: .v4(.any), port: port), optional: true))
         } else {
-            notes.append("warning: IPv4 is not available on this host (no interface has an IPv4 address); listening on IPv6 only")
+            notes.append(.warning("IPv4 is not available on this host (no interface has an IPv4 address); listening on IPv6 only"))
         }
         if v6 || !v4 {
             targets.append(ListenTarget(address: SocketAddress(ip: .v6(.any), port: port), optional: true))
         } else {
-            notes.append("warning: IPv6 is not available on this host (no interface has an IPv6 address); listening on IPv4 only")
+            notes.append(.warning("IPv6 is not available on this host (no interface has an IPv6 address); listening on IPv4 only"))
         }
     }
 
@@ -108,7 +120,7 @@ private struct Resolver {
         // BindValue has refused ::ffff:0.0.0.0, zones on mapped addresses and
         // zones on anything but link-local, whatever the order of the elements.
         if let mapped = address.ipv4Mapped {
-            notes.append("\(address) is an IPv4-mapped address: listening on \(mapped) (IPv4)")
+            notes.append(.info("\(address) is an IPv4-mapped address: listening on \(mapped) (IPv4)"))
             return try addIPv4(mapped, text: text)
         }
         var target = SocketAddress(ip: .v6(address), port: port)
@@ -130,7 +142,7 @@ private struct Resolver {
             }
             target.scopeID = holder.index
             target.zone = holder.interface
-            notes.append("\(address) is held by \(holder.interface) only: listening on \(target.host)")
+            notes.append(.info("\(address) is held by \(holder.interface) only: listening on \(target.host)"))
         }
         if !address.isAny, !table.isLocal(target.ip, scopeID: target.scopeID) {
             throw notAvailable(target)
@@ -166,7 +178,7 @@ private struct Resolver {
         for target in targets {
             let address = target.address
             if !address.ip.isAny, wildcards.contains(address.family) {
-                notes.append("\(address.host) is already covered by \(address.family == .ipv4 ? "0.0.0.0" : "::")")
+                notes.append(.info("\(address.host) is already covered by \(address.family == .ipv4 ? "0.0.0.0" : "::")"))
                 continue
             }
             if seen.insert(address).inserted { result.append(target) }

@@ -33,7 +33,7 @@ public func uvbind_validate(_ value: UnsafePointer<CChar>!, _ message: UnsafeMut
     guard let value else { return output.fail(UV_EINVAL.rawValue, "value is NULL") }
     do throws(BindError) {
         let plan = try BindPlan(value: try cString(value), port: 0)
-        output.write(plan.notes.joined(separator: "; "))
+        output.write(plan.notes.map(\.description).joined(separator: "; "))
         return 0
     } catch {
         return output.fail(error)
@@ -59,7 +59,7 @@ public func uvbind_resolve(_ value: UnsafePointer<CChar>!, _ port: Int32,
         for (index, target) in plan.targets.enumerated() {
             fill(&addresses[index], with: target.address, ipv6Only: target.ipv6Only)
         }
-        output.write(plan.notes.joined(separator: "; "))
+        output.write(plan.notes.map(\.description).joined(separator: "; "))
         return 0
     } catch {
         return output.fail(error)
@@ -82,7 +82,7 @@ public func uvbind_listen(_ listeners: UnsafeMutablePointer<OpaquePointer?>!, _ 
         let pointer = try CListeners.open(plan, loop: loop, backlog: backlog > 0 ? backlog : 511,
                                           callback: connectionCallback, data: data)
         listeners.pointee = pointer
-        output.write(CListeners.from(pointer)?.group.warnings.joined(separator: "; ") ?? "")
+        output.write(CListeners.from(pointer)?.group.notes.map(\.description).joined(separator: "; ") ?? "")
         return 0
     } catch {
         return output.fail(error)

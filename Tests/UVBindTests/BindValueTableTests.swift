@@ -206,18 +206,19 @@ struct BindValueTableTests {
 
     @Test func emptyValueOnIPv4OnlyHostWarns() throws {
         let plan = try BindPlan(value: "", port: 1, interfaces: Fixtures.ipv4Only)
-        #expect(plan.notes.contains { $0.hasPrefix("warning: IPv6 is not available") })
+        #expect(plan.notes.contains { $0.severity == .warning && $0.text.hasPrefix("IPv6 is not available") })
     }
 
     @Test func inferredZoneIsReported() throws {
         let plan = try BindPlan(value: "fe80::abcd", port: 1, interfaces: Fixtures.machine)
-        #expect(plan.notes == ["fe80::abcd is held by eth1 only: listening on fe80::abcd%eth1"])
+        #expect(plan.notes == [.info("fe80::abcd is held by eth1 only: listening on fe80::abcd%eth1")])
         #expect(plan.targets.first?.address.scopeID == 4)
     }
 
     @Test func mappedAddressIsReportedAsIPv4() throws {
         let plan = try BindPlan(value: "::ffff:127.0.0.1", port: 1, interfaces: Fixtures.machine)
         #expect(plan.targets.map(\.address.family) == [.ipv4])
-        #expect(plan.notes.first?.contains("listening on 127.0.0.1 (IPv4)") == true)
+        #expect(plan.notes.first?.text.contains("listening on 127.0.0.1 (IPv4)") == true)
+        #expect(plan.notes.first?.severity == .info)
     }
 }
