@@ -116,6 +116,23 @@ public struct BindValue: Sendable {
         return .ipv6(parsed, zone: zone)
     }
 
+    /// An IP address literal, read exactly as an element of a bind value reads
+    /// it: a strict dotted quad, or any RFC 4291 form with a zone only on a
+    /// link-local address and never on a mapped one. For the rest of the package
+    /// (directd's forward target), so that an address means one thing everywhere.
+    /// nil when the text is not shaped like an address (a host name): no colon,
+    /// and not made of digits and dots only.
+    package static func addressLiteral(_ text: Substring) throws(AddressSyntaxError) -> Element? {
+        if text.contains(":") { return try ipv6(text) }
+        guard !text.isEmpty, text.utf8.allSatisfy({ $0.isDecimal || $0 == UInt8(ascii: ".") }) else {
+            return nil
+        }
+        switch IPv4Address.parse(text) {
+        case .success(let address): return .ipv4(address)
+        case .failure(let error): throw error
+        }
+    }
+
     /// Linux interface names: 1 to 15 bytes, no white space, "/", ":", "%", ",", brackets.
     private static func checkInterfaceName(_ name: Substring) throws(AddressSyntaxError) {
         guard name.utf8.count <= 15 else {
@@ -140,7 +157,7 @@ extension StringProtocol {
     /// Drops leading and trailing spaces, tabs and line breaks, as the bind value
     /// and the other options are read (no Foundation here). Works on Unicode
     /// scalars, so that "\r\n" (one Character) is trimmed too.
-    public var trimmedOfWhitespace: String {
+    package var trimmedOfWhitespace: String {
         let isSpace: (Unicode.Scalar) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
         let scalars = unicodeScalars
         guard let first = scalars.firstIndex(where: { !isSpace($0) }),

@@ -208,7 +208,7 @@ public final class Listener: HandleCloseObserver {
 
     private var onClosed: (() -> Void)?
 
-    public func handleDidClose() {
+    package func handleDidClose() {
         let closed = onClosed
         onClosed = nil
         closed?()
