@@ -40,6 +40,10 @@ public struct InterfaceAddress: Hashable, Sendable {
 public struct InterfaceTable: Sendable {
     public var interfaces: [(name: String, index: UInt32)]
     public var addresses: [InterfaceAddress]
+    /// Addresses assigned but not usable yet (IPv6 duplicate address detection
+    /// under way, or failed). Only the netlink reader fills it; they are not in
+    /// `addresses`, so nothing is bound to them.
+    package var tentative: [InterfaceAddress] = []
 
     public init(interfaces: [(name: String, index: UInt32)], addresses: [InterfaceAddress]) {
         self.interfaces = interfaces
