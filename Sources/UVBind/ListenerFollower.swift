@@ -29,32 +29,65 @@ import Glibc
 /// Loop thread only. `close` stops everything; the memory goes after libuv has
 /// closed every handle.
 public final class ListenerFollower: HandleCloseObserver {
-    /// A change, for the log: one event per listener opened or closed, per
-    /// element that starts waiting, per failure (once until it changes).
-    public enum Event: Sendable, CustomStringConvertible {
-        case listening(SocketAddress)
-        /// `reason`: "address removed", "interface removed", "no longer named".
-        case stopped(SocketAddress, reason: String)
-        /// An element that names nothing yet; `reason` says what is missing.
-        case waiting(element: String, reason: String)
-        /// A target that could not be opened now; tried again later.
-        case failed(BindError)
-        /// The kernel dropped events (ENOBUFS); everything was read again.
-        case resynchronised
-
-        public var description: String {
-            switch self {
-            case .listening(let address): "listening on \(address)"
-            case .stopped(let address, let reason): "stopped listening on \(address) (\(reason))"
-            case .waiting(let element, let reason): escapingControlCharacters("waiting for \(element) (\(reason))")
-            case .failed(let error): "not listening yet: \(error)"
-            case .resynchronised: "interface events were lost (netlink ENOBUFS): read every interface again"
-            }
+    /// A change, for the log: one per listener opened or closed, per element
+    /// that starts waiting, per failure (once, until it changes).
+    public struct Event: Sendable, CustomStringConvertible {
+        public enum Kind: Sendable, Hashable {
+            /// A listener opened on `address`.
+            case listening
+            /// The listener on `address` closed; `reason`: "address removed",
+            /// "interface removed", "no longer named by the value".
+            case stopped
+            /// `element` names nothing yet; `reason` says what is missing.
+            case waiting
+            /// `error` (about `address`, when it has one): not opened now, tried again later.
+            case failed
+            /// The kernel dropped events (ENOBUFS); everything was read again.
+            case resynchronised
         }
 
-        /// Listening and stopping are the operator's news; the rest is a warning.
+        public let kind: Kind
+        public let address: SocketAddress?
+        public let element: String?
+        public let reason: String?
+        public let error: BindError?
+
+        init(_ kind: Kind, address: SocketAddress? = nil, element: String? = nil, reason: String? = nil,
+             error: BindError? = nil) {
+            self.kind = kind
+            self.address = address
+            self.element = element
+            self.reason = reason
+            self.error = error
+        }
+
+        static func listening(_ address: SocketAddress) -> Event { Event(.listening, address: address) }
+        static func stopped(_ address: SocketAddress, reason: String) -> Event {
+            Event(.stopped, address: address, reason: reason)
+        }
+        static func waiting(element: String, reason: String) -> Event {
+            Event(.waiting, element: element, reason: reason)
+        }
+        static func failed(_ error: BindError) -> Event { Event(.failed, address: error.address, error: error) }
+        static let resynchronised = Event(.resynchronised)
+
+        /// The log line: `listening on ADDRESS:PORT`, `stopped listening on
+        /// ADDRESS:PORT (address removed)`, `waiting for ELEMENT (why)`, with
+        /// control characters escaped.
+        public var description: String {
+            let text = switch kind {
+            case .listening: "listening on \(address?.description ?? "?")"
+            case .stopped: "stopped listening on \(address?.description ?? "?") (\(reason ?? ""))"
+            case .waiting: "waiting for \(element ?? "?") (\(reason ?? ""))"
+            case .failed: "not listening yet: \(error?.description ?? "?")"
+            case .resynchronised: "interface events were lost (netlink ENOBUFS): read every interface again"
+            }
+            return escapingControlCharacters(text)
+        }
+
+        /// Listening, stopping and waiting are the operator's news; the rest is a warning.
         public var severity: BindNote.Severity {
-            switch self {
+            switch kind {
             case .listening, .stopped, .waiting: .info
             case .failed, .resynchronised: .warning
             }

@@ -38,6 +38,14 @@ check "the host links libUVBind.so.0" bash -c "ldd '$prefix/uvbind-echo' | grep 
 # Every API function, from C.
 if "$prefix/api_test"; then pass; else fail "api_test"; fi
 
+# uvbind_follow with interfaces that come and go: only in a network namespace
+# of the test's own (unshare -n), never the host's; needs root.
+if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
+  if unshare -n "$prefix/api_test" follow-in-namespace; then pass; else fail "api_test follow-in-namespace"; fi
+else
+  echo "c-api: not root or no network namespaces; uvbind_follow namespace test skipped"
+fi
+
 has_ipv6=0
 grep -q '^00000000000000000000000000000001' /proc/net/if_inet6 2>/dev/null && has_ipv6=1
 

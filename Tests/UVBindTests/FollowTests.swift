@@ -82,13 +82,13 @@ struct FollowTests {
             let address = Fixtures.v4("198.51.100.7")
             let h = try Harness("vpn0", allowed: { $0 == address })
             #expect(h.follower.group.listeners.isEmpty)
-            #expect(h.count { if case .waiting(element: "vpn0", _) = $0 { true } else { false } } == 1)
+            #expect(h.count { $0.kind == .waiting && $0.element == "vpn0" } == 1)
 
             try Self.makeLink("vpn0")
             let added = Self.now()
             try NetworkNamespace.ip("addr", "add", "198.51.100.7/24", "dev", "vpn0")
             #expect(h.run(until: { h.listening == ["198.51.100.7:21118"] }))
-            let latency = (h.events.last { if case .listening = $0.event { true } else { false } }?.time ?? .max) &- added
+            let latency = (h.events.last { $0.event.kind == .listening }?.time ?? .max) &- added
             #expect(latency < 1_000_000_000, "listened on within a second of the address (\(latency / 1_000_000) ms)")
             #expect(h.kernel == ["198.51.100.7:21118"])
             #expect(connectResult(to: SocketAddress(ip: address, port: Self.port)) == 0)
@@ -96,7 +96,7 @@ struct FollowTests {
             try NetworkNamespace.ip("addr", "del", "198.51.100.7/24", "dev", "vpn0")
             #expect(h.run(until: { h.listening.isEmpty }))
             #expect(h.kernel.isEmpty)
-            #expect(h.count { if case .stopped(_, reason: "address removed") = $0 { true } else { false } } == 1)
+            #expect(h.count { $0.kind == .stopped && $0.reason == "address removed" } == 1)
 
             try NetworkNamespace.ip("addr", "add", "198.51.100.7/24", "dev", "vpn0")
             #expect(h.run(until: { h.listening == ["198.51.100.7:21118"] }))
@@ -136,7 +136,7 @@ struct FollowTests {
             #expect(h.run(until: { h.listening == ["[fe80::1%vpn1]:21118"] }))
             let secondIndex = h.follower.group.listeners.first?.address.scopeID
             #expect(firstIndex != nil && secondIndex != nil && firstIndex != secondIndex, "a new index, followed by name")
-            #expect(h.count { if case .stopped(_, reason: "interface removed") = $0 { true } else { false } } == 1)
+            #expect(h.count { $0.kind == .stopped && $0.reason == "interface removed" } == 1)
             #expect(h.violations.isEmpty, "never wider: \(h.violations)")
             #expect(h.close() == 0)
         }
@@ -160,7 +160,7 @@ struct FollowTests {
             #expect(h.listening == ["[2001:db8::7]:21118"])
             #expect(sawTentative, "the address was tentative for a while")
             #expect(!boundWhileTentative)
-            #expect(h.count { if case .failed = $0 { true } else { false } } == 0, "no error storm while waiting")
+            #expect(h.count { $0.kind == .failed } == 0, "no error storm while waiting")
             #expect(h.events.count <= 4, "\(h.events.map(\.event.description))")
             #expect(h.violations.isEmpty, "never wider: \(h.violations)")
             #expect(h.close() == 0)
