@@ -172,6 +172,9 @@ public final class ListenerFollower: HandleCloseObserver {
         refresh()
     }
 
+    /// The event socket, for tests that shrink its buffer to force ENOBUFS.
+    package var netlinkDescriptor: Int32 { netlinkSocket }
+
     /// The port the listeners share: the configured one, or the kernel's choice.
     public var port: UInt16 { group.port != 0 ? group.port : requestedPort }
 

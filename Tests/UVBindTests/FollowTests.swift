@@ -85,18 +85,28 @@ struct FollowTests {
             #expect(h.count { $0.kind == .waiting && $0.element == "vpn0" } == 1)
 
             try Self.makeLink("vpn0")
-            let added = Self.now()
-            try NetworkNamespace.ip("addr", "add", "198.51.100.7/24", "dev", "vpn0")
-            #expect(h.run(until: { h.listening == ["198.51.100.7:21118"] }))
-            let latency = (h.events.last { $0.event.kind == .listening }?.time ?? .max) &- added
-            #expect(latency < 1_000_000_000, "listened on within a second of the address (\(latency / 1_000_000) ms)")
+            // From the kernel's change (ip has returned) to listening, ten times.
+            var latencies: [UInt64] = []
+            for round in 0..<10 {
+                let added = Self.now()
+                try NetworkNamespace.ip("addr", "add", "198.51.100.7/24", "dev", "vpn0")
+                #expect(h.run(until: { h.listening == ["198.51.100.7:21118"] }))
+                latencies.append(((h.events.last { $0.event.kind == .listening }?.time ?? .max) &- added) / 1_000_000)
+                if round < 9 {
+                    try NetworkNamespace.ip("addr", "del", "198.51.100.7/24", "dev", "vpn0")
+                    #expect(h.run(until: { h.listening.isEmpty }))
+                }
+            }
+            latencies.sort()
+            print("follow latency over 10 rounds: median \(latencies[5]) ms, max \(latencies[9]) ms (includes spawning ip)")
+            #expect(latencies[9] < 1_000, "listened on within a second of the address")
             #expect(h.kernel == ["198.51.100.7:21118"])
             #expect(connectResult(to: SocketAddress(ip: address, port: Self.port)) == 0)
 
             try NetworkNamespace.ip("addr", "del", "198.51.100.7/24", "dev", "vpn0")
             #expect(h.run(until: { h.listening.isEmpty }))
             #expect(h.kernel.isEmpty)
-            #expect(h.count { $0.kind == .stopped && $0.reason == "address removed" } == 1)
+            #expect(h.count { $0.kind == .stopped && $0.reason == "address removed" } == 10)
 
             try NetworkNamespace.ip("addr", "add", "198.51.100.7/24", "dev", "vpn0")
             #expect(h.run(until: { h.listening == ["198.51.100.7:21118"] }))
@@ -211,6 +221,54 @@ struct FollowTests {
             #expect(h.violations.isEmpty, "never wider: \(h.violations)")
             #expect(h.close() == 0)
             #expect(ListeningSockets.on(port: Self.port, root: Self.proc).isEmpty)
+        }
+    }
+
+    @Test func lostEventsCauseAFullResyncThatEndsRight() throws {
+        try NetworkNamespace.run {
+            try Self.makeLink("vpn6")
+            let h = try Harness("vpn6", allowed: { $0 == Fixtures.v4("198.51.100.40") })
+            // A tiny receive buffer, and many events while the loop does not read: ENOBUFS.
+            var size: Int32 = 256
+            #expect(setsockopt(h.follower.netlinkDescriptor, SOL_SOCKET, SO_RCVBUFFORCE, &size,
+                               socklen_t(MemoryLayout<Int32>.size)) == 0)
+            var script = ""
+            for _ in 0..<200 {
+                script += "addr add 198.51.100.40/32 dev vpn6\naddr del 198.51.100.40/32 dev vpn6\n"
+            }
+            script += "addr add 198.51.100.40/32 dev vpn6\n"
+            let path = "/tmp/uvbind-resync-\(getpid()).batch"
+            let file = fopen(path, "w")!
+            fputs(script, file)
+            fclose(file)
+            defer { unlink(path) }
+            try NetworkNamespace.ip("-batch", path)
+            #expect(h.run(until: { h.listening == ["198.51.100.40:21118"] }))
+            #expect(h.count { $0.kind == .resynchronised } >= 1, "the overflow was reported")
+            #expect(h.kernel == ["198.51.100.40:21118"])
+            #expect(h.violations.isEmpty, "never wider: \(h.violations)")
+            #expect(h.close() == 0)
+        }
+    }
+
+    @Test func aTakenAddressIsReportedOnceAndRetriedWithoutAnEvent() throws {
+        try NetworkNamespace.run {
+            try Self.makeLink("vpn7")
+            try NetworkNamespace.ip("addr", "add", "198.51.100.50/24", "dev", "vpn7")
+            // Someone else listens there first.
+            let loop = TestLoop()
+            let blocker = try ListenerGroup.open(BindPlan(value: "198.51.100.50", port: Self.port), loop: loop.loop) { _, _ in }
+            let h = try Harness("vpn7", allowed: { $0 == Fixtures.v4("198.51.100.50") })
+            #expect(h.follower.group.listeners.isEmpty)
+            #expect(h.count { $0.kind == .failed && $0.error?.kind == .addressInUse } == 1)
+            // Retries on the back-off timer do not report the same failure again.
+            h.run(until: { false }, seconds: 0.7)
+            #expect(h.count { $0.kind == .failed } == 1, "\(h.events.map(\.event.description))")
+            // Freed with no netlink event at all: the back-off timer retries.
+            blocker.close()
+            #expect(loop.close() == 0)
+            #expect(h.run(until: { h.listening == ["198.51.100.50:21118"] }, seconds: 10))
+            #expect(h.close() == 0)
         }
     }
 
