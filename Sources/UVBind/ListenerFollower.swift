@@ -94,13 +94,13 @@ public final class ListenerFollower: HandleCloseObserver {
         }
     }
 
-    public let value: BindValue
+    public private(set) var value: BindValue
     public let group: ListenerGroup
     public let bindToDevice: Bool
     /// The elements waiting now (as the errors they would be without following).
     public private(set) var waiting: [BindError] = []
     public private(set) var isClosed = false
-    private let requestedPort: UInt16
+    private var requestedPort: UInt16
     private let onChange: (Event) -> Void
 
     private let loop: UnsafeMutablePointer<uv_loop_t>
@@ -169,6 +169,24 @@ public final class ListenerFollower: HandleCloseObserver {
         uv_poll_start(poll, Int32(UV_READABLE.rawValue)) { handle, status, _ in
             HandleStorage.owner(of: handle, as: ListenerFollower.self).netlinkReadable(status: status)
         }
+        refresh()
+    }
+
+    /// Follows another value from now on (a reload): listeners that it still
+    /// names are kept (the same sockets), the rest is reconciled as after an
+    /// event. A malformed value throws and changes nothing. `port`: nil keeps
+    /// the current one.
+    public func update(value text: String, port: UInt16? = nil) throws(BindError) {
+        let parsed = try BindValue(parsing: text)
+        if bindToDevice {
+            _ = try BindPlan(parsed, port: port ?? requestedPort, interfaces: InterfaceTable(interfaces: [], addresses: []),
+                             bindToDevice: true, waiting: true)
+        }
+        value = parsed
+        if let port { requestedPort = port }
+        waiting = []   // report what the new value waits for
+        failing = []
+        retryDelay = Self.firstRetry
         refresh()
     }
 

@@ -287,6 +287,27 @@ struct FollowTests {
         }
     }
 
+    @Test func updatingTheValueKeepsWhatItStillNames() throws {
+        try NetworkNamespace.run {
+            try Self.makeLink("vpn8")
+            try NetworkNamespace.ip("addr", "add", "198.51.100.60/32", "dev", "vpn8")
+            try NetworkNamespace.ip("addr", "add", "198.51.100.61/32", "dev", "vpn8")
+            let h = try Harness("198.51.100.60", allowed: { $0 == Fixtures.v4("198.51.100.60") || $0 == Fixtures.v4("198.51.100.61") })
+            let kept = try #require(h.follower.group.listeners.first)
+            let fd = kept.fileDescriptor
+            try h.follower.update(value: "198.51.100.60, 198.51.100.61, nosuch1")
+            #expect(h.listening == ["198.51.100.60:21118", "198.51.100.61:21118"])
+            #expect(h.follower.group.listeners.first === kept && kept.fileDescriptor == fd)
+            #expect(h.count { $0.kind == .waiting && $0.element == "nosuch1" } == 1)
+            #expect(throws: BindError.self) { try h.follower.update(value: "198.51.100.61,,") }
+            #expect(h.listening == ["198.51.100.60:21118", "198.51.100.61:21118"], "a bad value changes nothing")
+            try h.follower.update(value: "198.51.100.61")
+            #expect(h.listening == ["198.51.100.61:21118"])
+            #expect(h.kernel == ["198.51.100.61:21118"])
+            #expect(h.close() == 0)
+        }
+    }
+
     @Test func aMalformedValueStillFailsAtStart() {
         let loop = TestLoop()
         for value in ["::1%lo,vpn0", "999.1.1.1", "vpn0,"] {
