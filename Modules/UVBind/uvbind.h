@@ -19,8 +19,9 @@
  *   NUL-terminated and truncated to fit; on success they write the notes, if
  *   any, or an empty string. `message` may be NULL.
  * - Every callback receives the `void *data` given with it.
- * - Threading: call uvbind_listen, uvbind_accept, uvbind_listeners_* and
- *   uvbind_close only on the thread that runs the loop, as with libuv itself.
+ * - Threading: call uvbind_listen, uvbind_follow, uvbind_accept,
+ *   uvbind_listeners_* and uvbind_close only on the thread that runs the loop,
+ *   as with libuv itself.
  *   uvbind_validate, uvbind_resolve and the error functions are safe anywhere.
  * - libuv's headers (and so this one) need POSIX types: with a strict
  *   -std=c11, define _POSIX_C_SOURCE 200809L before any #include.

@@ -39,12 +39,16 @@ final class CListeners {
         let object = CListeners()
         let pointer = object.handOut()
         do throws(BindError) {
-            let follower = try ListenerFollower(
+            _ = try ListenerFollower(
                 value: value, port: port, loop: loop, backlog: backlog, bindToDevice: bindToDevice,
                 onConnection: { listener, error in callback?(pointer, listener.stream, error?.code ?? 0, data) },
-                onChange: { event in Self.report(event, to: change, pointer: pointer, data: data) })
-            object.follower = follower
-            object.group = follower.group
+                onChange: { event in Self.report(event, to: change, pointer: pointer, data: data) },
+                beforeFirstPass: { follower in
+                    // Before the first change callback: the host may ask about
+                    // the listeners, or close them, from it.
+                    object.follower = follower
+                    object.group = follower.group
+                })
         } catch {
             object.forget(pointer)
             Unmanaged<CListeners>.fromOpaque(UnsafeRawPointer(pointer)).release()

@@ -122,10 +122,20 @@ public final class ListenerFollower: HandleCloseObserver {
     /// would without following), subscribes to the kernel's changes, and
     /// listens on whatever is there now, possibly nothing. `onChange` hears of
     /// every change, including those of this first pass, before this returns.
-    public init(value text: String, port: UInt16, loop: UnsafeMutablePointer<uv_loop_t>, backlog: Int32 = 511,
-                bindToDevice: Bool = false,
-                onConnection: @escaping Listener.ConnectionHandler,
-                onChange: @escaping (Event) -> Void) throws(BindError) {
+    public convenience init(value text: String, port: UInt16, loop: UnsafeMutablePointer<uv_loop_t>,
+                            backlog: Int32 = 511, bindToDevice: Bool = false,
+                            onConnection: @escaping Listener.ConnectionHandler,
+                            onChange: @escaping (Event) -> Void) throws(BindError) {
+        try self.init(value: text, port: port, loop: loop, backlog: backlog, bindToDevice: bindToDevice,
+                      onConnection: onConnection, onChange: onChange, beforeFirstPass: nil)
+    }
+
+    /// `beforeFirstPass` sees the follower before any change is reported, so
+    /// that the C API can answer questions about it from the first callbacks.
+    init(value text: String, port: UInt16, loop: UnsafeMutablePointer<uv_loop_t>, backlog: Int32,
+         bindToDevice: Bool, onConnection: @escaping Listener.ConnectionHandler,
+         onChange: @escaping (Event) -> Void,
+         beforeFirstPass: ((ListenerFollower) -> Void)?) throws(BindError) {
         let value = try BindValue(parsing: text)
         if bindToDevice {
             // The wildcard check is syntax: refuse it before anything opens.
@@ -169,6 +179,7 @@ public final class ListenerFollower: HandleCloseObserver {
         uv_poll_start(poll, Int32(UV_READABLE.rawValue)) { handle, status, _ in
             HandleStorage.owner(of: handle, as: ListenerFollower.self).netlinkReadable(status: status)
         }
+        beforeFirstPass?(self)
         refresh()
     }
 

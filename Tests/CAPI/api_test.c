@@ -317,6 +317,34 @@ static void on_change(uvbind_listeners_t *listeners, const uvbind_change_t *chan
   }
 }
 
+/* Asks about the listeners from inside the first callbacks, then closes them there. */
+static void on_change_then_close(uvbind_listeners_t *listeners, const uvbind_change_t *change, void *data) {
+  state_t *state = data;
+  uvbind_address_t address;
+  if (change->type != UVBIND_LISTENING) return;
+  state->connections = (int) uvbind_listeners_count(listeners);
+  state->accept_result = uvbind_listeners_address(listeners, 0, &address);
+  CHECK(uvbind_close(listeners, on_closed, state) == 0);
+}
+
+static void test_follow_closed_from_its_first_callback(void) {
+  uv_loop_t loop;
+  uvbind_listeners_t *listeners = NULL;
+  state_t state;
+  memset(&state, 0, sizeof state);
+  state.accept_result = -1;
+  uv_loop_init(&loop);
+  CHECK(uvbind_follow(&listeners, &loop, "127.0.0.1", 0, 0, 0, on_connection, on_change_then_close, &state,
+                      NULL, 0) == 0);
+  CHECK(state.connections == 1 && state.accept_result == 0);
+  CHECK(uvbind_close(listeners, NULL, NULL) == UVBIND_ECLOSED);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(state.closed == 1);
+  CHECK(uvbind_listeners_count(listeners) == 0);
+  CHECK(open_handles(&loop) == 0);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
 static void test_follow_misuse(void) {
   uv_loop_t loop;
   uvbind_listeners_t *listeners = (uvbind_listeners_t *) &loop;
@@ -448,6 +476,7 @@ int main(int argc, char **argv) {
   test_all_or_nothing();
   test_follow_misuse();
   test_follow_waits_for_what_is_missing();
+  test_follow_closed_from_its_first_callback();
   printf("c-api: %d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }
