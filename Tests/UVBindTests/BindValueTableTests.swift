@@ -204,6 +204,41 @@ struct BindValueTableTests {
         }
     }
 
+    @Test func bindToDeviceNamesTheInterfaceThatHoldsEachAddress() throws {
+        let value = try BindValue(parsing: "192.0.2.10, fe80::1%wg0, 127.0.0.2, eth1")
+        let plan = try BindPlan(value, port: 1, interfaces: Fixtures.machine, bindToDevice: true)
+        #expect(plan.targets.map(\.address.description) ==
+                ["192.0.2.10:1", "[fe80::1%wg0]:1", "127.0.0.2:1", "198.51.100.4:1", "[fe80::abcd%eth1]:1"])
+        #expect(plan.targets.map(\.device) == ["eth0", "wg0", "lo", "eth1", "eth1"])
+        let plain = try BindPlan(value, port: 1, interfaces: Fixtures.machine)
+        #expect(plain.targets.allSatisfy { $0.device == nil })
+    }
+
+    @Test(arguments: ["", " ", "0.0.0.0", "::", "[::]", "eth0,0.0.0.0"])
+    func bindToDeviceRefusesWildcards(_ text: String) {
+        do throws(BindError) {
+            _ = try BindPlan(value: text, port: 1, interfaces: Fixtures.machine, bindToDevice: true)
+            Issue.record("\"\(text)\" was accepted")
+        } catch {
+            #expect(error.kind == .invalidFormat)
+            #expect(error.description.contains("bind-to-device"))
+        }
+    }
+
+    @Test func waitingElementsAreListedNotThrown() throws {
+        let value = try BindValue(parsing: "eth9, 192.0.2.10, 203.0.113.99, fe80::1%wg9, down0")
+        let plan = try BindPlan(value, port: 1, interfaces: Fixtures.machine, waiting: true)
+        #expect(plan.targets.map(\.address.description) == ["192.0.2.10:1"])
+        #expect(plan.waiting.map(\.element) == ["eth9", "203.0.113.99", "fe80::1%wg9", "down0"])
+        #expect(plan.waiting.map(\.kind) == [.unknownInterface, .addressNotAvailable, .unknownZone, .interfaceWithoutAddresses])
+        // Without waiting, the first of them is the error, as always.
+        #expect(throws: BindError.self) { try BindPlan(value, port: 1, interfaces: Fixtures.machine) }
+        // Nothing there at all: an empty plan, not an error.
+        let none = try BindPlan(BindValue(parsing: "wg9"), port: 1,
+                                interfaces: InterfaceTable(interfaces: [], addresses: []), waiting: true)
+        #expect(none.targets.isEmpty && none.waiting.count == 1)
+    }
+
     @Test func emptyValueOnIPv4OnlyHostWarns() throws {
         let plan = try BindPlan(value: "", port: 1, interfaces: Fixtures.ipv4Only)
         #expect(plan.notes.contains { $0.severity == .warning && $0.text.hasPrefix("IPv6 is not available") })
