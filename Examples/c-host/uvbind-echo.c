@@ -4,9 +4,12 @@
  *
  *   cc uvbind-echo.c $(pkg-config --cflags --libs uvbind) -o uvbind-echo
  *   ./uvbind-echo '127.0.0.1, ::1' 0
+ *   ./uvbind-echo --follow 'wg0' 21118
  *
  * It prints one "listening on ADDRESS" line per listener and serves until
- * SIGINT or SIGTERM. Exit codes: 0 ok, 64 usage, 78 the bind value or port is
+ * SIGINT or SIGTERM. With --follow (uvbind_follow), interfaces and addresses
+ * that are not there yet are waited for, and every change is printed as it
+ * happens ("listening on", "stopped listening on", "waiting for"). Exit codes: 0 ok, 64 usage, 78 the bind value or port is
  * invalid, 69 it cannot be served here (address not local, port in use), 77
  * permission denied, 70 anything else.
  */
@@ -112,6 +115,15 @@ static void on_signal(uv_signal_t *handle, int signum) {
   uvbind_close(listeners, on_listeners_closed, handle->loop);
 }
 
+/* uvbind_follow's changes: one line each, as UVBind words them. */
+static void on_change(uvbind_listeners_t *all, const uvbind_change_t *change, void *data) {
+  (void) all;
+  (void) data;
+  FILE *out = change->type == UVBIND_FAILED || change->type == UVBIND_RESYNC ? stderr : stdout;
+  fprintf(out, "%s\n", change->message);
+  fflush(out);
+}
+
 static int exit_code(int err) {
   switch (err) {
   case UVBIND_EFORMAT: case UVBIND_EIFACE: case UVBIND_EZONE:
@@ -132,10 +144,15 @@ int main(int argc, char **argv) {
   char *end;
   long port;
   size_t i, count;
-  int err;
+  int err, follow = 0;
 
+  if (argc == 4 && strcmp(argv[1], "--follow") == 0) {
+    follow = 1;
+    argv++;
+    argc--;
+  }
   if (argc != 3) {
-    fprintf(stderr, "usage: %s BIND-VALUE PORT\n", argv[0]);
+    fprintf(stderr, "usage: %s [--follow] BIND-VALUE PORT\n", argv[0]);
     return 64;
   }
   errno = 0;
@@ -146,8 +163,12 @@ int main(int argc, char **argv) {
   }
   signal(SIGPIPE, SIG_IGN);
 
-  err = uvbind_listen(&listeners, loop, argv[1], (int) port, 0, on_connection, NULL,
-                      message, sizeof message);
+  if (follow)
+    err = uvbind_follow(&listeners, loop, argv[1], (int) port, 0, 0, on_connection, on_change, NULL,
+                        message, sizeof message);
+  else
+    err = uvbind_listen(&listeners, loop, argv[1], (int) port, 0, on_connection, NULL,
+                        message, sizeof message);
   if (err < 0) {
     fprintf(stderr, "error: %s (%s)\n", message, uvbind_err_name(err));
     return exit_code(err);
@@ -155,7 +176,8 @@ int main(int argc, char **argv) {
   if (message[0] != '\0')
     fprintf(stderr, "%s\n", message);
 
-  count = uvbind_listeners_count(listeners);
+  /* Following, the change callback has printed the listeners already. */
+  count = follow ? 0 : uvbind_listeners_count(listeners);
   for (i = 0; i < count; i++) {
     uvbind_address_t address;
     if (uvbind_listeners_address(listeners, i, &address) == 0)

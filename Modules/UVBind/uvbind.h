@@ -19,8 +19,9 @@
  *   NUL-terminated and truncated to fit; on success they write the notes, if
  *   any, or an empty string. `message` may be NULL.
  * - Every callback receives the `void *data` given with it.
- * - Threading: call uvbind_listen, uvbind_accept, uvbind_listeners_* and
- *   uvbind_close only on the thread that runs the loop, as with libuv itself.
+ * - Threading: call uvbind_listen, uvbind_follow, uvbind_accept,
+ *   uvbind_listeners_* and uvbind_close only on the thread that runs the loop,
+ *   as with libuv itself.
  *   uvbind_validate, uvbind_resolve and the error functions are safe anywhere.
  * - libuv's headers (and so this one) need POSIX types: with a strict
  *   -std=c11, define _POSIX_C_SOURCE 200809L before any #include.
@@ -130,6 +131,76 @@ int uvbind_accept(uvbind_listeners_t *listeners, uv_stream_t *server,
  * pointer is invalid, and passing it returns UV_EINVAL. */
 int uvbind_close(uvbind_listeners_t *listeners, uvbind_close_cb close_cb,
                  void *data);
+
+/* Following the network ---------------------------------------------------
+ *
+ * uvbind_follow() is uvbind_listen() for a network that changes after start:
+ * a VPN interface that comes up later or is re-created, DHCP renumbering,
+ * IPv6 duplicate address detection. It reads the value the same way (a
+ * malformed value fails at once with UVBIND_EFORMAT), but an element that names
+ * nothing yet (an interface not there, an address not assigned, an IPv6
+ * address still tentative) is not an error: it is reported as waiting, and
+ * the listeners open on whatever the value names now, possibly nothing.
+ *
+ * Then it follows the kernel's changes: an rtnetlink socket (link, IPv4 and
+ * IPv6 address groups) watched on `loop` with uv_poll; a burst of events is
+ * coalesced (15 ms), the interface table is read again, the value resolved
+ * again, and the listeners reconciled: new addresses are listened on, the
+ * listeners of addresses that left are closed (accepted connections are
+ * yours and stay), unchanged listeners are not touched. A bind that fails
+ * (EADDRNOTAVAIL, EADDRINUSE) is retried on the next event and on a back-off
+ * timer (250 ms doubling to 8 s); lost events (ENOBUFS) cause a full re-read.
+ * Zones and interface names follow the NAME across re-creation with a new
+ * index. It never listens wider than the value: no wildcard unless the value
+ * is empty, 0.0.0.0 or ::.
+ *
+ * The listeners change over time: uvbind_listeners_count(), _address() and
+ * _stream() describe them as they are now; an index is valid until control
+ * returns to the loop. uvbind_close() stops following and closes everything. */
+
+/* What changed. */
+typedef enum {
+  UVBIND_LISTENING = 1, /* a listener opened on `address` */
+  UVBIND_STOPPED = 2,   /* the listener on `address` closed (the address left) */
+  UVBIND_WAITING = 3,   /* `element` names nothing on this machine yet */
+  UVBIND_FAILED = 4,    /* `address` could not be opened now (`status`); retried */
+  UVBIND_RESYNC = 5     /* the kernel dropped events; everything was read again */
+} uvbind_change_type;
+
+/* One change. Every pointer is valid only during the callback. */
+typedef struct uvbind_change_s {
+  int type;                        /* a uvbind_change_type */
+  const uvbind_address_t *address; /* LISTENING, STOPPED, FAILED; else NULL */
+  const char *element;             /* WAITING: the element as written; else NULL */
+  int status;                      /* FAILED: the error code; else 0 */
+  const char *message;             /* one log line, control characters escaped:
+                                      "listening on 192.0.2.10:21118",
+                                      "stopped listening on ... (address removed)",
+                                      "waiting for wg0 (no interface has that name yet)" */
+} uvbind_change_t;
+
+typedef void (*uvbind_change_cb)(uvbind_listeners_t *listeners,
+                                 const uvbind_change_t *change, void *data);
+
+/* Flags for uvbind_follow. */
+/* Bind each listener (SO_BINDTODEVICE) to the interface that holds its
+ * address, or to the named interface: packets for the address that arrive on
+ * any other interface are refused. The empty value, 0.0.0.0 and :: name no
+ * interface and are refused with UVBIND_EFORMAT. Before Linux 5.7 this needs
+ * CAP_NET_RAW (the failure is reported as UVBIND_FAILED with UV_EPERM). */
+#define UVBIND_FOLLOW_BIND_TO_DEVICE 1u
+
+/* Opens the listeners of `value` and keeps them following the network until
+ * uvbind_close(). `change_cb` (may be NULL) runs for every change, including
+ * those of the first pass, which run before this returns (with the same
+ * `listeners` pointer it then stores). Returns 0 (even with nothing listening
+ * yet), UVBIND_EFORMAT or UVBIND_EPORT for a value or port that can never be
+ * right, UV_EINVAL for NULL arguments or unknown flags, or the code of a
+ * netlink socket that cannot be opened. */
+int uvbind_follow(uvbind_listeners_t **listeners, uv_loop_t *loop,
+                  const char *value, int port, int backlog, unsigned int flags,
+                  uvbind_connection_cb connection_cb, uvbind_change_cb change_cb,
+                  void *data, char *message, size_t message_size);
 
 #ifdef __cplusplus
 }

@@ -37,6 +37,24 @@ public struct BindError: Error, Sendable, CustomStringConvertible {
         case bind = "uv_tcp_bind"
         case listen = "uv_listen"
         case getsockname = "uv_tcp_getsockname"
+        /// Binding the socket to its interface before the bind.
+        case bindToDevice = "SO_BINDTODEVICE"
+        /// Taking over a descriptor: is it an IPv4 or IPv6 TCP stream socket?
+        case adoptCheck = "getsockopt"
+        /// Taking over a descriptor: is it listening?
+        case adoptListening = "SO_ACCEPTCONN"
+        /// Taking over a descriptor: an IPv6 socket must be IPv6 only.
+        case adoptIPv6Only = "IPV6_V6ONLY"
+        /// Taking over a descriptor: libuv's part.
+        case adopt = "uv_tcp_open"
+
+        /// The steps of taking over a descriptor that someone else opened.
+        var isAdoption: Bool {
+            switch self {
+            case .adoptCheck, .adoptListening, .adoptIPv6Only, .adopt: true
+            default: false
+            }
+        }
     }
 
     public let kind: Kind
@@ -86,6 +104,8 @@ public struct BindError: Error, Sendable, CustomStringConvertible {
             return "Invalid direct access port \(value)"
         case .system where step == .interfaces:
             return "Cannot read this machine's network interfaces (bind interface \(value))"
+        case _ where step.isAdoption:
+            return "Cannot take over the listening socket \(element ?? "") (\(value))"
         case .addressNotAvailable, .addressInUse, .permissionDenied, .familyNotSupported, .system:
             let target = address.map { "Cannot listen on \($0)" } ?? "Cannot listen"
             return "\(target) (bind interface \(value))"
@@ -112,6 +132,65 @@ extension BindError {
         case .familyNotSupported: .familyNotSupported
         default: .system
         }
+    }
+
+    /// The error for a listener that could not open on `target`, worded for its
+    /// kind and step. `interfaces` is read from the machine if an unavailable
+    /// address needs it and none is given.
+    static func opening(_ target: ListenTarget, failed failure: Listener.OpenError, value: String,
+                        interfaces: InterfaceTable?) -> BindError {
+        if failure.step == .bindToDevice, let device = target.device {
+            return bindingToDevice(device, failedWith: failure.code, value: value, address: target.address)
+        }
+        let table = failure.code == .addressNotAvailable ? (interfaces ?? (try? InterfaceTable.current())) : interfaces
+        return call(failure.step, failedWith: failure.code, value: value, address: target.address, interfaces: table)
+    }
+
+    /// `SO_BINDTODEVICE` refused: the capability and kernel version it needs, or
+    /// the interface that is not there.
+    static func bindingToDevice(_ device: String, failedWith code: UVError, value: String,
+                                address: SocketAddress) -> BindError {
+        let detail: String, remedy: String
+        switch code {
+        case .operationNotPermitted, .permissionDenied:
+            detail = "binding the socket to interface \(device) (SO_BINDTODEVICE) was refused: before Linux 5.7 it needs the CAP_NET_RAW capability"
+            remedy = "Run on Linux 5.7 or later, or grant CAP_NET_RAW (AmbientCapabilities=CAP_NET_RAW in a systemd unit), or turn bind-to-device off"
+        case .noSuchDevice:
+            detail = "there is no interface named \(device) to bind the socket to"
+            remedy = "ip link show lists the interfaces"
+        default:
+            detail = "binding the socket to interface \(device) failed: \(code.message)"
+            remedy = "This is unexpected; report it with the value and address above"
+        }
+        return BindError(kind: kind(of: code), value: value, address: address, step: .bindToDevice,
+                         code: code, detail: detail, remedy: remedy)
+    }
+
+    /// A descriptor that cannot be taken over as a listener.
+    static func adopting(_ descriptor: Int32, failed failure: Listener.OpenError, value: String) -> BindError {
+        let detail: String, remedy: String
+        switch (failure.step, failure.code) {
+        case (.adoptListening, _):
+            detail = "it is not listening (SO_ACCEPTCONN is off): a connected or unbound socket cannot serve"
+            remedy = "Pass a socket that is bound and listening (ListenStream= in a systemd socket unit)"
+        case (.adoptIPv6Only, _):
+            detail = "it is an IPv6 socket that also accepts IPv4 (IPV6_V6ONLY is off), which is wider than its address says"
+            remedy = "Set BindIPv6Only=ipv6-only in the socket unit, or listen on an IPv4 address for IPv4"
+        case (_, .wrongProtocolType):
+            detail = "it is not a TCP stream socket (a UDP or UNIX socket cannot be a TCP listener)"
+            remedy = "Pass a TCP socket (ListenStream= with an IP address and port)"
+        case (_, .familyNotSupported):
+            detail = "it is neither an IPv4 nor an IPv6 socket"
+            remedy = "Pass a TCP socket (ListenStream= with an IP address and port)"
+        case (_, .notASocket), (_, .badDescriptor):
+            detail = "it is not an open socket (\(failure.code.message))"
+            remedy = "Check the descriptors the service manager passes (LISTEN_FDS)"
+        default:
+            detail = "\(failure.code.message)"
+            remedy = "This is unexpected; report it with the value above"
+        }
+        return BindError(kind: .system, value: value, element: "fd \(descriptor)", step: failure.step,
+                         code: failure.code, detail: detail, remedy: remedy)
     }
 
     /// The error for a failed libuv call on `address`, worded for its kind.

@@ -4,14 +4,26 @@ public struct ListenTarget: Hashable, Sendable {
     /// Only for the empty value: a family the host cannot open is skipped with a
     /// warning, as long as the other family opens.
     public let optional: Bool
+    /// The interface the socket is bound to with `SO_BINDTODEVICE` (before the
+    /// bind), so that packets for the address arriving on any other interface are
+    /// refused; nil binds to no device (the weak host model).
+    public let device: String?
 
-    public init(address: SocketAddress, optional: Bool = false) {
+    public init(address: SocketAddress, optional: Bool = false, device: String? = nil) {
         self.address = address
         self.optional = optional
+        self.device = device
     }
 
     /// IPv6 listeners never accept IPv4 (`UV_TCP_IPV6ONLY`): `::` means IPv6 only.
     public var ipv6Only: Bool { address.family == .ipv6 }
+
+    /// The same target on another port.
+    func with(port: UInt16) -> ListenTarget {
+        var address = self.address
+        address.port = port
+        return ListenTarget(address: address, optional: optional, device: device)
+    }
 }
 
 /// A bind value matched to this machine: the exact sockets to open, or an error.
@@ -22,33 +34,93 @@ public struct BindPlan: Sendable {
     public let targets: [ListenTarget]
     /// What the resolver decided on the operator's behalf (a zone it inferred,
     /// a family it left out, a mapped address it bound as IPv4), for the log.
-    public let notes: [String]
+    public let notes: [BindNote]
+    /// Only when resolving with `waiting: true`: the elements that name nothing
+    /// on the machine yet (an interface not there, an address not assigned), each
+    /// as the error it would be otherwise. Their targets are simply absent.
+    public let waiting: [BindError]
 
     /// Reads `value` and resolves it against `interfaces` (the machine's by default).
-    public init(value: String, port: UInt16, interfaces: InterfaceTable? = nil) throws(BindError) {
+    public init(value: String, port: UInt16, interfaces: InterfaceTable? = nil,
+                bindToDevice: Bool = false) throws(BindError) {
         let parsed = try BindValue(parsing: value)
         let table = if let interfaces { interfaces } else { try InterfaceTable.current(resolving: value) }
-        try self.init(parsed, port: port, interfaces: table)
+        try self.init(parsed, port: port, interfaces: table, bindToDevice: bindToDevice)
     }
 
     /// A plan with targets given as they are (tests use it to open what the
     /// resolver would refuse).
-    init(value: String, port: UInt16, targets: [ListenTarget], notes: [String] = []) {
+    init(value: String, port: UInt16, targets: [ListenTarget], notes: [BindNote] = [], waiting: [BindError] = []) {
         self.value = value
         self.port = port
         self.targets = targets
         self.notes = notes
+        self.waiting = waiting
     }
 
-    public init(_ value: BindValue, port: UInt16, interfaces: InterfaceTable) throws(BindError) {
-        var resolver = Resolver(value: value.text, port: port, table: interfaces)
+    /// Resolves a value that has been read.
+    ///
+    /// - `bindToDevice`: every target is bound (`SO_BINDTODEVICE`) to the
+    ///   interface that holds its address, or to the named interface for an
+    ///   interface-name element. A wildcard names no interface, so the empty
+    ///   value, `0.0.0.0` and `::` are then refused as a format error.
+    /// - `waiting`: for following the network. An element that names nothing
+    ///   here yet is listed in `waiting` instead of failing the whole value. A
+    ///   malformed value still throws.
+    public init(_ value: BindValue, port: UInt16, interfaces: InterfaceTable,
+                bindToDevice: Bool = false, waiting waitForMissing: Bool = false) throws(BindError) {
+        if bindToDevice {
+            for (text, element) in value.elements where element.isWildcard {
+                throw BindError(kind: .invalidFormat, value: value.text, element: text, step: .parse,
+                                detail: "\(text.isEmpty ? "the empty value (every interface)" : text) names no interface, so bind-to-device has no interface to bind it to",
+                                remedy: "Name the addresses or interfaces to listen on, or turn bind-to-device off")
+            }
+        }
+        var resolver = Resolver(value: value.text, port: port, table: interfaces, bindToDevice: bindToDevice)
+        var waiting: [BindError] = []
         for (text, element) in value.elements {
-            try resolver.add(element, text: text)
+            do throws(BindError) {
+                try resolver.add(element, text: text)
+            } catch {
+                guard waitForMissing, error.mayAppearLater else { throw error }
+                waiting.append(error.naming(element: text))
+            }
         }
         self.value = value.text
         self.port = port
         self.targets = resolver.deduplicated()
         self.notes = resolver.notes
+        self.waiting = waiting
+    }
+}
+
+extension BindValue.Element {
+    /// The empty value, `0.0.0.0` or `::`.
+    var isWildcard: Bool {
+        switch self {
+        case .allInterfaces: true
+        case .ipv4(let address): address.isAny
+        case .ipv6(let address, _): address.isAny
+        case .interface: false
+        }
+    }
+}
+
+extension BindError {
+    /// Whether the machine may come to match this later: an interface or address
+    /// that is not there yet, rather than a value that can never be right.
+    var mayAppearLater: Bool {
+        switch kind {
+        case .unknownInterface, .unknownZone, .interfaceWithoutAddresses, .addressNotAvailable,
+             .linkLocalWithoutZone, .familyNotSupported: true
+        case .invalidFormat, .invalidPort, .addressInUse, .permissionDenied, .system: false
+        }
+    }
+
+    /// The same error, naming the element it is about.
+    func naming(element text: String) -> BindError {
+        BindError(kind: kind, value: value, element: element ?? text, address: address, step: step,
+                  code: code, detail: detail, remedy: remedy)
     }
 }
 
@@ -58,12 +130,26 @@ private struct Resolver {
     let port: UInt16
     let table: InterfaceTable
     var targets: [ListenTarget] = []
-    var notes: [String] = []
+    var notes: [BindNote] = []
+    let bindToDevice: Bool
 
-    init(value: String, port: UInt16, table: InterfaceTable) {
+    init(value: String, port: UInt16, table: InterfaceTable, bindToDevice: Bool) {
         self.value = value
         self.port = port
         self.table = table
+        self.bindToDevice = bindToDevice
+    }
+
+    /// The interface a target is bound to with bind-to-device: the one that holds
+    /// the address (for 127.0.0.2, the loopback whose prefix covers it).
+    private func device(for address: SocketAddress) -> String? {
+        guard bindToDevice else { return nil }
+        if address.scopeID != 0 { return table.name(ofIndex: address.scopeID) ?? address.zone }
+        if let holder = table.addresses.first(where: { $0.ip == address.ip }) { return holder.interface }
+        return table.addresses.first { entry in
+            guard entry.isInternal, case .v4(let held) = entry.ip, case .v4(let wanted) = address.ip else { return false }
+            return held.sameNetwork(as: wanted, prefixLength: entry.prefixLength)
+        }?.interface
     }
 
     mutating func add(_ element: BindValue.Element, text: String) throws(BindError) {
@@ -86,12 +172,12 @@ private struct Resolver {
         if v4 || !v6 {
             targets.append(ListenTarget(address: SocketAddress(ip: .v4(.any), port: port), optional: true))
         } else {
-            notes.append("warning: IPv4 is not available on this host (no interface has an IPv4 address); listening on IPv6 only")
+            notes.append(.warning("IPv4 is not available on this host (no interface has an IPv4 address); listening on IPv6 only"))
         }
         if v6 || !v4 {
             targets.append(ListenTarget(address: SocketAddress(ip: .v6(.any), port: port), optional: true))
         } else {
-            notes.append("warning: IPv6 is not available on this host (no interface has an IPv6 address); listening on IPv4 only")
+            notes.append(.warning("IPv6 is not available on this host (no interface has an IPv6 address); listening on IPv4 only"))
         }
     }
 
@@ -101,29 +187,20 @@ private struct Resolver {
         if !address.isAny, !table.isLocal(.v4(address), scopeID: 0) {
             throw notAvailable(target)
         }
-        targets.append(ListenTarget(address: target))
+        targets.append(ListenTarget(address: target, device: device(for: target)))
     }
 
     private mutating func addIPv6(_ address: IPv6Address, zone: String?, text: String) throws(BindError) {
+        // BindValue has refused ::ffff:0.0.0.0, zones on mapped addresses and
+        // zones on anything but link-local, whatever the order of the elements.
         if let mapped = address.ipv4Mapped {
-            guard !mapped.isAny else {
-                throw formatError(text, "\(address) is the IPv4-mapped form of 0.0.0.0; write 0.0.0.0 if you mean every IPv4 address")
-            }
-            guard zone == nil else {
-                throw formatError(text, "a zone does not apply to an IPv4-mapped address")
-            }
-            notes.append("\(address) is an IPv4-mapped address: listening on \(mapped) (IPv4)")
+            notes.append(.info("\(address) is an IPv4-mapped address: listening on \(mapped) (IPv4)"))
             return try addIPv4(mapped, text: text)
         }
         var target = SocketAddress(ip: .v6(address), port: port)
         try requireFamily(of: target)
         if let zone {
-            guard address.isLinkLocal else {
-                throw formatError(text, "a zone (%\(zone)) applies only to link-local addresses (fe80::/10)")
-            }
-            let index = zone.allDecimal ? UInt32(zone).flatMap { table.name(ofIndex: $0) == nil ? nil : $0 }
-                                        : table.index(ofInterface: zone)
-            guard let index else {
+            guard let index = table.index(ofZone: zone) else {
                 throw BindError(kind: .unknownZone, value: value, element: text, step: .resolve,
                                 detail: "no interface \(zone.allDecimal ? "has index" : "is named") \(zone)",
                                 remedy: "Interfaces here: \(table.interfaceIndexSummary). Write the zone as fe80::1%eth0")
@@ -139,12 +216,12 @@ private struct Resolver {
             }
             target.scopeID = holder.index
             target.zone = holder.interface
-            notes.append("\(address) is held by \(holder.interface) only: listening on \(target.host)")
+            notes.append(.info("\(address) is held by \(holder.interface) only: listening on \(target.host)"))
         }
         if !address.isAny, !table.isLocal(target.ip, scopeID: target.scopeID) {
             throw notAvailable(target)
         }
-        targets.append(ListenTarget(address: target))
+        targets.append(ListenTarget(address: target, device: device(for: target)))
     }
 
     private mutating func addInterface(_ name: String, text: String) throws(BindError) {
@@ -162,7 +239,8 @@ private struct Resolver {
         for entry in held {
             let scope = entry.ip.isLinkLocal ? entry.index : 0
             targets.append(ListenTarget(address: SocketAddress(
-                ip: entry.ip, port: port, scopeID: scope, zone: scope == 0 ? nil : name)))
+                ip: entry.ip, port: port, scopeID: scope, zone: scope == 0 ? nil : name),
+                device: bindToDevice ? name : nil))
         }
     }
 
@@ -175,7 +253,7 @@ private struct Resolver {
         for target in targets {
             let address = target.address
             if !address.ip.isAny, wildcards.contains(address.family) {
-                notes.append("\(address.host) is already covered by \(address.family == .ipv4 ? "0.0.0.0" : "::")")
+                notes.append(.info("\(address.host) is already covered by \(address.family == .ipv4 ? "0.0.0.0" : "::")"))
                 continue
             }
             if seen.insert(address).inserted { result.append(target) }
@@ -194,11 +272,6 @@ private struct Resolver {
 
     private func notAvailable(_ target: SocketAddress) -> BindError {
         BindError.call(.resolve, failedWith: .addressNotAvailable, value: value, address: target, interfaces: table)
-    }
-
-    private func formatError(_ text: String, _ detail: String) -> BindError {
-        BindError(kind: .invalidFormat, value: value, element: text, step: .parse,
-                  detail: detail, remedy: BindValue.expected)
     }
 
     private func linkLocalWithoutZone(_ address: IPv6Address, text: String,

@@ -92,8 +92,43 @@ public struct BindValue: Sendable {
             if !name.allDecimal { try checkInterfaceName(name) }
             zone = String(name)
         }
+        let parsed: IPv6Address
         switch IPv6Address.parse(address) {
-        case .success(let parsed): return .ipv6(parsed, zone: zone)
+        case .success(let value): parsed = value
+        case .failure(let error): throw error
+        }
+        // These depend on the text alone, so they are checked here, on every
+        // element, before any interface table is looked at: the error for a list
+        // must not depend on the order of its elements.
+        if let mapped = parsed.ipv4Mapped {
+            // ::ffff:0.0.0.0 is not an IPv4 host: mapped addresses stand for IPv4
+            // nodes (RFC 4291 2.5.5.2), and binding it would mean the IPv4 wildcard,
+            // far wider than an address-shaped value suggests. Refused, not guessed.
+            guard !mapped.isAny else {
+                throw AddressSyntaxError("\(parsed) is the IPv4-mapped form of 0.0.0.0; write 0.0.0.0 if you mean every IPv4 address (a mapped address names one IPv4 host, and this one would mean all of them)")
+            }
+            guard zone == nil else {
+                throw AddressSyntaxError("a zone does not apply to an IPv4-mapped address")
+            }
+        } else if let zone, !parsed.isLinkLocal {
+            throw AddressSyntaxError("a zone (%\(zone)) applies only to link-local addresses (fe80::/10)")
+        }
+        return .ipv6(parsed, zone: zone)
+    }
+
+    /// An IP address literal, read exactly as an element of a bind value reads
+    /// it: a strict dotted quad, or any RFC 4291 form with a zone only on a
+    /// link-local address and never on a mapped one. For the rest of the package
+    /// (directd's forward target), so that an address means one thing everywhere.
+    /// nil when the text is not shaped like an address (a host name): no colon,
+    /// and not made of digits and dots only.
+    package static func addressLiteral(_ text: Substring) throws(AddressSyntaxError) -> Element? {
+        if text.contains(":") { return try ipv6(text) }
+        guard !text.isEmpty, text.utf8.allSatisfy({ $0.isDecimal || $0 == UInt8(ascii: ".") }) else {
+            return nil
+        }
+        switch IPv4Address.parse(text) {
+        case .success(let address): return .ipv4(address)
         case .failure(let error): throw error
         }
     }
@@ -122,7 +157,7 @@ extension StringProtocol {
     /// Drops leading and trailing spaces, tabs and line breaks, as the bind value
     /// and the other options are read (no Foundation here). Works on Unicode
     /// scalars, so that "\r\n" (one Character) is trimmed too.
-    public var trimmedOfWhitespace: String {
+    package var trimmedOfWhitespace: String {
         let isSpace: (Unicode.Scalar) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
         let scalars = unicodeScalars
         guard let first = scalars.firstIndex(where: { !isSpace($0) }),

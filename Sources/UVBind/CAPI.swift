@@ -33,7 +33,7 @@ public func uvbind_validate(_ value: UnsafePointer<CChar>!, _ message: UnsafeMut
     guard let value else { return output.fail(UV_EINVAL.rawValue, "value is NULL") }
     do throws(BindError) {
         let plan = try BindPlan(value: try cString(value), port: 0)
-        output.write(plan.notes.joined(separator: "; "))
+        output.write(plan.notes.map(\.description).joined(separator: "; "))
         return 0
     } catch {
         return output.fail(error)
@@ -59,7 +59,7 @@ public func uvbind_resolve(_ value: UnsafePointer<CChar>!, _ port: Int32,
         for (index, target) in plan.targets.enumerated() {
             fill(&addresses[index], with: target.address, ipv6Only: target.ipv6Only)
         }
-        output.write(plan.notes.joined(separator: "; "))
+        output.write(plan.notes.map(\.description).joined(separator: "; "))
         return 0
     } catch {
         return output.fail(error)
@@ -82,7 +82,35 @@ public func uvbind_listen(_ listeners: UnsafeMutablePointer<OpaquePointer?>!, _ 
         let pointer = try CListeners.open(plan, loop: loop, backlog: backlog > 0 ? backlog : 511,
                                           callback: connectionCallback, data: data)
         listeners.pointee = pointer
-        output.write(CListeners.from(pointer)?.group.warnings.joined(separator: "; ") ?? "")
+        output.write(CListeners.from(pointer)?.group.notes.map(\.description).joined(separator: "; ") ?? "")
+        return 0
+    } catch {
+        return output.fail(error)
+    }
+}
+
+@c @implementation
+public func uvbind_follow(_ listeners: UnsafeMutablePointer<OpaquePointer?>!, _ loop: UnsafeMutablePointer<uv_loop_t>!,
+                          _ value: UnsafePointer<CChar>!, _ port: Int32, _ backlog: Int32, _ flags: UInt32,
+                          _ connectionCallback: uvbind_connection_cb!, _ changeCallback: uvbind_change_cb!,
+                          _ data: UnsafeMutableRawPointer!,
+                          _ message: UnsafeMutablePointer<CChar>!, _ messageSize: Int) -> Int32 {
+    let output = MessageBuffer(message, messageSize)
+    guard let listeners else { return output.fail(UV_EINVAL.rawValue, "listeners is NULL") }
+    listeners.pointee = nil
+    guard let loop else { return output.fail(UV_EINVAL.rawValue, "loop is NULL") }
+    guard let value else { return output.fail(UV_EINVAL.rawValue, "value is NULL") }
+    guard let connectionCallback else { return output.fail(UV_EINVAL.rawValue, "connection_cb is NULL") }
+    guard flags & ~UVBIND_FOLLOW_BIND_TO_DEVICE == 0 else {
+        return output.fail(UV_EINVAL.rawValue, "unknown flags \(flags & ~UVBIND_FOLLOW_BIND_TO_DEVICE)")
+    }
+    do throws(BindError) {
+        let pointer = try CListeners.follow(try cString(value), port: ListenPort.validate(Int(port)), loop: loop,
+                                            backlog: backlog > 0 ? backlog : 511,
+                                            bindToDevice: flags & UVBIND_FOLLOW_BIND_TO_DEVICE != 0,
+                                            callback: connectionCallback, change: changeCallback, data: data)
+        listeners.pointee = pointer
+        output.write(CListeners.from(pointer)?.group.notes.map(\.description).joined(separator: "; ") ?? "")
         return 0
     } catch {
         return output.fail(error)
@@ -150,7 +178,7 @@ private func cString(_ value: UnsafePointer<CChar>) throws(BindError) -> String 
     return text
 }
 
-private func fill(_ out: UnsafeMutablePointer<uvbind_address_t>, with address: SocketAddress, ipv6Only: Bool) {
+func fill(_ out: UnsafeMutablePointer<uvbind_address_t>, with address: SocketAddress, ipv6Only: Bool) {
     out.pointee = uvbind_address_t()
     address.withSockaddr { sockaddr in
         let size = address.family == .ipv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size

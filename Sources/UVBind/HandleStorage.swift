@@ -1,7 +1,8 @@
 import CUV
 
 /// The one place where Swift objects and libuv handles meet; all of UVBind's (and
-/// directd's) unsafe pointer code for handle lifetimes lives here.
+/// directd's) unsafe pointer code for handle lifetimes lives here. `package`:
+/// directd, in the same package, uses it; hosts of the library do not see it.
 ///
 /// libuv gives a callback the handle pointer and nothing else, so the Swift object
 /// that handles the event travels in the handle's `data` field. The rules:
@@ -12,20 +13,20 @@ import CUV
 /// - `close` calls `uv_close`; only its callback, when libuv is done with the
 ///   handle, releases the owner and frees the memory. A handle whose init failed
 ///   was never known to libuv and is `discard`ed instead.
-public enum HandleStorage {
-    public static func allocate<Handle>(_: Handle.Type) -> UnsafeMutablePointer<Handle> {
+package enum HandleStorage {
+    package static func allocate<Handle>(_: Handle.Type) -> UnsafeMutablePointer<Handle> {
         let size = MemoryLayout<Handle>.size
         let raw = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: MemoryLayout<Handle>.alignment)
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: size)
         return raw.bindMemory(to: Handle.self, capacity: 1)
     }
 
-    public static func attach<Handle>(_ owner: AnyObject, to handle: UnsafeMutablePointer<Handle>) {
+    package static func attach<Handle>(_ owner: AnyObject, to handle: UnsafeMutablePointer<Handle>) {
         base(handle).pointee.data = Unmanaged.passRetained(owner).toOpaque()
     }
 
     /// The owner attached to a handle, inside one of its callbacks.
-    public static func owner<Owner: AnyObject, Handle>(of handle: UnsafeMutablePointer<Handle>?,
+    package static func owner<Owner: AnyObject, Handle>(of handle: UnsafeMutablePointer<Handle>?,
                                                        as _: Owner.Type) -> Owner {
         let data = base(handle!).pointee.data!
         return Unmanaged<Owner>.fromOpaque(data).takeUnretainedValue()
@@ -35,7 +36,7 @@ public enum HandleStorage {
     /// the handle's own reference keeps it alive for the whole callback. For the
     /// per-read callbacks, where that pair of atomic operations shows in profiles.
     @inlinable
-    public static func withOwner<Owner: AnyObject, Handle, Result>(
+    package static func withOwner<Owner: AnyObject, Handle, Result>(
         of handle: UnsafeMutablePointer<Handle>?, as _: Owner.Type, _ body: (Owner) -> Result
     ) -> Result {
         let data = UnsafeMutableRawPointer(handle!).assumingMemoryBound(to: uv_handle_t.self).pointee.data!
@@ -46,20 +47,20 @@ public enum HandleStorage {
     /// *unretained* with `attachUnretained`: requests belong to an object whose
     /// handle keeps it alive, and libuv runs every request's callback (with
     /// `UV_ECANCELED` if need be) before the handle's close callback.
-    public static func requestOwner<Owner: AnyObject>(of request: UnsafeMutableRawPointer?,
+    package static func requestOwner<Owner: AnyObject>(of request: UnsafeMutableRawPointer?,
                                                       as _: Owner.Type) -> Owner {
         let data = request!.assumingMemoryBound(to: uv_req_t.self).pointee.data!
         return Unmanaged<Owner>.fromOpaque(data).takeUnretainedValue()
     }
 
-    public static func attachUnretained<Request>(_ owner: AnyObject, to request: UnsafeMutablePointer<Request>) {
+    package static func attachUnretained<Request>(_ owner: AnyObject, to request: UnsafeMutablePointer<Request>) {
         UnsafeMutableRawPointer(request).assumingMemoryBound(to: uv_req_t.self).pointee.data =
             Unmanaged.passUnretained(owner).toOpaque()
     }
 
     /// Closes a handle; the owner is released and the memory freed once libuv is done.
     /// Closing a handle that is already closing does nothing.
-    public static func close<Handle>(_ handle: UnsafeMutablePointer<Handle>) {
+    package static func close<Handle>(_ handle: UnsafeMutablePointer<Handle>) {
         let handle = base(handle)
         guard uv_is_closing(handle) == 0 else { return }
         uv_close(handle, releaseClosedHandle)
@@ -68,7 +69,7 @@ public enum HandleStorage {
     /// Closes a TCP handle with a reset (RST) instead of an orderly FIN, so that
     /// the peer learns the connection failed; falls back to a plain close when
     /// libuv refuses (a shutdown is already pending, say).
-    public static func closeWithReset(_ handle: UnsafeMutablePointer<uv_tcp_t>) {
+    package static func closeWithReset(_ handle: UnsafeMutablePointer<uv_tcp_t>) {
         guard uv_is_closing(base(handle)) == 0 else { return }
         if uv_tcp_close_reset(handle, releaseClosedHandle) != 0 {
             uv_close(base(handle), releaseClosedHandle)
@@ -76,7 +77,7 @@ public enum HandleStorage {
     }
 
     /// Frees a handle that libuv never initialised (its init call failed).
-    public static func discard<Handle>(_ handle: UnsafeMutablePointer<Handle>) {
+    package static func discard<Handle>(_ handle: UnsafeMutablePointer<Handle>) {
         if let data = base(handle).pointee.data {
             Unmanaged<AnyObject>.fromOpaque(data).release()
         }
@@ -84,18 +85,18 @@ public enum HandleStorage {
     }
 
     /// Every handle type starts with the `uv_handle_t` fields.
-    public static func base<Handle>(_ handle: UnsafeMutablePointer<Handle>) -> UnsafeMutablePointer<uv_handle_t> {
+    package static func base<Handle>(_ handle: UnsafeMutablePointer<Handle>) -> UnsafeMutablePointer<uv_handle_t> {
         UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self)
     }
 
     /// Every stream handle (TCP, pipe, TTY) starts with the `uv_stream_t` fields.
-    public static func stream<Handle>(_ handle: UnsafeMutablePointer<Handle>) -> UnsafeMutablePointer<uv_stream_t> {
+    package static func stream<Handle>(_ handle: UnsafeMutablePointer<Handle>) -> UnsafeMutablePointer<uv_stream_t> {
         UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_stream_t.self)
     }
 }
 
 /// An owner that wants to know when libuv has finished closing its handle.
-public protocol HandleCloseObserver: AnyObject {
+package protocol HandleCloseObserver: AnyObject {
     /// The handle's memory is gone; called once, from the close callback.
     func handleDidClose()
 }

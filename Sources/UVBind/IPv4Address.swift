@@ -51,7 +51,6 @@ public struct IPv4Address: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var isAny: Bool { value == 0 }
-    public var isLoopback: Bool { value >> 24 == 127 }
 
     /// True if `other` lies in this address's network of the given prefix length.
     func sameNetwork(as other: IPv4Address, prefixLength: Int) -> Bool {
@@ -66,7 +65,7 @@ public struct IPv4Address: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// Why a piece of text is not an address: the detail that goes after the offending part.
-struct AddressSyntaxError: Error, Sendable {
-    let detail: String
+package struct AddressSyntaxError: Error, Sendable {
+    package let detail: String
     init(_ detail: String) { self.detail = detail }
 }

@@ -47,7 +47,6 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var isAny: Bool { high == 0 && low == 0 }
-    public var isLoopback: Bool { high == 0 && low == 1 }
     /// fe80::/10, valid on every link and so meaningful only with a zone.
     public var isLinkLocal: Bool { high >> 54 == 0x3FA }
 

@@ -40,6 +40,10 @@ public struct InterfaceAddress: Hashable, Sendable {
 public struct InterfaceTable: Sendable {
     public var interfaces: [(name: String, index: UInt32)]
     public var addresses: [InterfaceAddress]
+    /// Addresses assigned but not usable yet (IPv6 duplicate address detection
+    /// under way, or failed). Only the netlink reader fills it; they are not in
+    /// `addresses`, so nothing is bound to them.
+    package var tentative: [InterfaceAddress] = []
 
     public init(interfaces: [(name: String, index: UInt32)], addresses: [InterfaceAddress]) {
         self.interfaces = interfaces
@@ -108,6 +112,15 @@ public struct InterfaceTable: Sendable {
 
     public func index(ofInterface name: String) -> UInt32? {
         interfaces.first { $0.name == name }?.index
+    }
+
+    /// The interface index an IPv6 zone stands for: an interface name, or a
+    /// decimal index that some interface has. nil when no interface matches.
+    /// The resolver and directd's upstream parser share it, so that a zone means
+    /// the same thing in a bind value and in a forward address.
+    package func index(ofZone zone: String) -> UInt32? {
+        zone.allDecimal ? UInt32(zone).flatMap { name(ofIndex: $0) == nil ? nil : $0 }
+                        : index(ofInterface: zone)
     }
 
     public func name(ofIndex index: UInt32) -> String? {

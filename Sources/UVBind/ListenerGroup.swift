@@ -1,78 +1,246 @@
 import CUV
 
-/// The listeners of one bind plan, opened all or nothing.
+/// The listeners of one bind value, kept equal to what it resolves to.
 ///
-/// Either every target is listening, or none is and the error says which failed:
-/// an explicit value never ends up served on fewer, or wider, addresses than
-/// configured. The one exception is the empty value, whose IPv4 and IPv6
-/// wildcards are each optional: a family the host cannot open is skipped with a
-/// warning, as long as the other one opens.
+/// `open` opens a plan all or nothing; `reconcile(to:)` then moves the group to
+/// another plan (a reload, or the same value after the interfaces changed):
+/// listeners on targets that stay are untouched (the same socket, so no
+/// connection is refused), new targets are opened all or nothing, and targets
+/// that left are closed. A group never listens on anything the plan does not
+/// name. The one exception to all-or-nothing is the empty value, whose IPv4 and
+/// IPv6 wildcards are each optional: a family the host cannot open is skipped
+/// with a warning, as long as something listens.
+///
+/// Ports: the group has one port. A plan's explicit port is used as given; a
+/// plan with port 0 uses the port the group already has, and only a group that
+/// has none yet lets the kernel choose (on the first listener, the others then
+/// share it). Once chosen, the port stays for the life of the group, even while
+/// no listener is open, so that clients keep finding the service where it was.
+///
+/// Loop thread only.
 public final class ListenerGroup {
-    public private(set) var listeners: [Listener]
-    /// Families skipped and notes from resolving, for the log.
-    public let warnings: [String]
-    /// The port every listener shares (the kernel's choice when the plan asked for 0).
-    public let port: UInt16
+    public private(set) var listeners: [Listener] = []
+    /// Notes from resolving and opening, for the log, each with its severity.
+    public private(set) var notes: [BindNote] = []
+    /// The port every listener shares (the kernel's choice when the plan asked
+    /// for 0); 0 until one is chosen.
+    public private(set) var port: UInt16 = 0
+    /// The bind value the group was last reconciled to, for messages.
+    public private(set) var value: String = ""
+    public let loop: UnsafeMutablePointer<uv_loop_t>
+    public let backlog: Int32
+    private let onConnection: Listener.ConnectionHandler
+    public private(set) var isClosed = false
 
-    private init(listeners: [Listener], warnings: [String], port: UInt16) {
-        self.listeners = listeners
-        self.warnings = warnings
-        self.port = port
+    /// Notes as text, every one meant as a warning, as before notes had a
+    /// severity. Kept for callers not yet moved to `notes`.
+    public var warnings: [String] { notes.map(\.text) }
+
+    /// An empty group: nothing listens until `reconcile`.
+    public init(loop: UnsafeMutablePointer<uv_loop_t>, backlog: Int32 = 511,
+                onConnection: @escaping Listener.ConnectionHandler) {
+        self.loop = loop
+        self.backlog = backlog
+        self.onConnection = onConnection
     }
 
     /// How many times a kernel-chosen port is tried again when it is taken on
     /// another of the plan's addresses.
     static let portAttempts = 8
 
+    /// Opens every target of `plan`, all or nothing. `interfaces` is only for
+    /// messages (an unavailable address lists the machine's).
     public static func open(_ plan: BindPlan, loop: UnsafeMutablePointer<uv_loop_t>, backlog: Int32 = 511,
                             interfaces: InterfaceTable? = nil,
                             onConnection: @escaping Listener.ConnectionHandler) throws(BindError) -> ListenerGroup {
+        let group = ListenerGroup(loop: loop, backlog: backlog, onConnection: onConnection)
+        try group.reconcile(to: plan, interfaces: interfaces)
+        return group
+    }
+
+    /// A group made of sockets someone else opened and listens on (socket
+    /// activation). Every descriptor is checked before any is taken over; if one
+    /// is refused, none is taken and all stay the caller's. `value` names them
+    /// in messages ("LISTEN_FDS", say). The group's port is the first socket's.
+    public static func adopt(descriptors: [Int32], value: String, loop: UnsafeMutablePointer<uv_loop_t>,
+                             backlog: Int32 = 511,
+                             onConnection: @escaping Listener.ConnectionHandler) throws(BindError) -> ListenerGroup {
+        var seen = Set<Int32>()
+        for fd in descriptors {
+            guard seen.insert(fd).inserted else {
+                throw BindError.adopting(fd, failed: Listener.OpenError(.adoptCheck, .invalidArgument), value: value)
+            }
+            do throws(Listener.OpenError) {
+                _ = try Listener.checkAdoptable(fd)
+            } catch {
+                throw BindError.adopting(fd, failed: error, value: value)
+            }
+        }
+        let group = ListenerGroup(loop: loop, backlog: backlog, onConnection: onConnection)
+        group.value = value
+        for fd in descriptors {
+            do throws(Listener.OpenError) {
+                group.listeners.append(try Listener.adopt(descriptor: fd, loop: loop, backlog: backlog,
+                                                          onConnection: onConnection))
+            } catch {
+                group.close()
+                throw BindError.adopting(fd, failed: error, value: value)
+            }
+        }
+        group.port = group.listeners.first?.address.port ?? 0
+        return group
+    }
+
+    /// Moves the group to `plan`: keeps the listeners whose target is still
+    /// wanted, opens the new ones all or nothing, closes the ones no longer
+    /// wanted, and says which.
+    ///
+    /// If a new listener cannot open, the ones this call opened are closed and
+    /// the group is as it was; the error names the address that failed. New
+    /// listeners open before old ones close, except an old one that would stand
+    /// in a new one's way (a wildcard giving way to an address of its family on
+    /// the same port, or the reverse): it closes first, and if the change then
+    /// fails it is opened again (a new socket on the same address; if even that
+    /// fails, it stays closed: narrower, never wider).
+    @discardableResult
+    public func reconcile(to plan: BindPlan, interfaces: InterfaceTable? = nil) throws(BindError) -> ListenerChanges {
+        precondition(!isClosed, "reconcile on a closed ListenerGroup")
+        let fixedPort = plan.port != 0 ? plan.port : port
         var attempt = 1
         while true {
             do throws(BindError) {
-                return try openOnce(plan, loop: loop, backlog: backlog, interfaces: interfaces, onConnection: onConnection)
+                return try reconcileOnce(plan, port: fixedPort, interfaces: interfaces)
             } catch {
-                // Port 0 on several addresses: the first listener's port is used for all;
-                // if another address has it taken, start over with a new one.
-                guard plan.port == 0, error.kind == .addressInUse, attempt < portAttempts else { throw error }
+                // Port 0 on several addresses: the first listener's port is used for
+                // all; if another address has it taken, start over with a new one.
+                guard fixedPort == 0, error.kind == .addressInUse, attempt < Self.portAttempts else { throw error }
                 attempt += 1
             }
         }
     }
 
-    private static func openOnce(_ plan: BindPlan, loop: UnsafeMutablePointer<uv_loop_t>, backlog: Int32,
-                                 interfaces: InterfaceTable?,
-                                 onConnection: @escaping Listener.ConnectionHandler) throws(BindError) -> ListenerGroup {
-        var opened: [Listener] = [], warnings = plan.notes
-        var port = plan.port
-        var lastSkipped: BindError?
-        for var target in plan.targets {
-            if port != 0 {
-                var address = target.address
-                address.port = port
-                target = ListenTarget(address: address, optional: target.optional)
+    private func reconcileOnce(_ plan: BindPlan, port fixedPort: UInt16,
+                               interfaces: InterfaceTable?) throws(BindError) -> ListenerChanges {
+        let wanted = plan.targets.map { fixedPort != 0 ? $0.with(port: fixedPort) : $0 }
+        var byKey: [ListenKey: Listener] = [:]
+        for listener in listeners { byKey[ListenKey(listener)] = listener }
+
+        var changes = ListenerChanges()
+        var toOpen: [ListenTarget] = []
+        var wantedKeys = Set<ListenKey>()
+        for target in wanted {
+            let key = ListenKey(target)
+            wantedKeys.insert(key)
+            // A target with port 0 is never open yet: the group has no port.
+            if target.address.port != 0, let listener = byKey[key] {
+                changes.kept.append(listener)
+            } else {
+                toOpen.append(target)
             }
-            do throws(BindError) {
-                let listener = try Listener.open(target, value: plan.value, loop: loop, backlog: backlog,
-                                                 interfaces: interfaces, onConnection: onConnection)
-                opened.append(listener)
-                port = listener.address.port
+        }
+        let leaving = listeners.filter { !wantedKeys.contains(ListenKey($0)) }
+        // Old listeners in the way of new ones close first (see above).
+        let inTheWay = leaving.filter { old in toOpen.contains { ListenKey(old).conflicts(with: ListenKey($0)) } }
+        inTheWay.forEach { $0.close() }
+
+        var chosenPort = fixedPort
+        var lastSkipped: BindError?
+        for var target in toOpen {
+            if chosenPort != 0 { target = target.with(port: chosenPort) }
+            do throws(Listener.OpenError) {
+                let listener = try Listener.open(target, loop: loop, backlog: backlog, onConnection: onConnection)
+                changes.opened.append(listener)
+                chosenPort = listener.address.port
             } catch {
+                let error = BindError.opening(target, failed: error, value: plan.value, interfaces: interfaces)
                 if target.optional, error.kind == .familyNotSupported || error.kind == .addressNotAvailable {
-                    warnings.append("warning: not listening on \(target.address.family): \(error)")
+                    changes.skipped.append(.warning("not listening on \(target.address.family): \(error)"))
                     lastSkipped = error
                     continue
                 }
-                opened.forEach { $0.close() }
-                throw error
+                changes.opened.forEach { $0.close() }
+                throw restoring(inTheWay, after: error)
             }
         }
-        if opened.isEmpty, let lastSkipped { throw lastSkipped }
-        return ListenerGroup(listeners: opened, warnings: warnings, port: port)
+        if changes.opened.isEmpty, changes.kept.isEmpty, let lastSkipped {
+            throw restoring(inTheWay, after: lastSkipped)
+        }
+
+        // Committed: close what left, and keep the plan's order.
+        for listener in leaving where !listener.isClosed { listener.close() }
+        changes.closed = leaving
+        let current = changes.kept + changes.opened
+        var ordered: [Listener] = []
+        for target in wanted {
+            let key = ListenKey(target.address.port == 0 ? target.with(port: chosenPort) : target)
+            if let listener = current.first(where: { ListenKey($0) == key }), !ordered.contains(where: { $0 === listener }) {
+                ordered.append(listener)
+            }
+        }
+        listeners = ordered
+        if chosenPort != 0 { port = chosenPort }
+        value = plan.value
+        notes = plan.notes + changes.skipped
+        return changes
     }
 
-    /// Closes every listener (the sockets close at once).
+    /// Opens again the old listeners closed to make room, after the change
+    /// failed; the error says so when one cannot be.
+    private func restoring(_ closed: [Listener], after error: BindError) -> BindError {
+        guard !closed.isEmpty else { return error }
+        var lost: [String] = []
+        for old in closed {
+            guard let index = listeners.firstIndex(where: { $0 === old }) else { continue }
+            do throws(Listener.OpenError) {
+                listeners[index] = try Listener.open(old.target.with(port: old.address.port), loop: loop,
+                                                     backlog: backlog, onConnection: onConnection)
+            } catch {
+                listeners.remove(at: index)
+                lost.append("\(old.address) (\(error))")
+            }
+        }
+        guard !lost.isEmpty else { return error }
+        return BindError(kind: error.kind, value: error.value, element: error.element, address: error.address,
+                         step: error.step, code: error.code,
+                         detail: error.detail + "; and no longer listening on \(lost.joined(separator: ", ")), which could not be opened again",
+                         remedy: error.remedy)
+    }
+
+    /// Closes every listener (the sockets close at once). The group cannot be
+    /// reconciled afterwards.
     public func close() {
+        isClosed = true
         listeners.forEach { $0.close() }
+    }
+}
+
+/// What makes two listen targets the same socket: address, port, scope and
+/// device. Whether the target was optional, or the zone's spelling, does not
+/// matter; an interface re-created with a new index is a new scope.
+struct ListenKey: Hashable {
+    let ip: IPAddress
+    let port: UInt16
+    let scopeID: UInt32
+    let device: String?
+
+    init(_ target: ListenTarget) {
+        ip = target.address.ip
+        port = target.address.port
+        scopeID = target.address.scopeID
+        device = target.device
+    }
+
+    /// A listener's key, with the port it really has.
+    init(_ listener: Listener) {
+        ip = listener.target.address.ip
+        port = listener.address.port
+        scopeID = listener.target.address.scopeID
+        device = listener.target.device
+    }
+
+    /// Whether a socket on `self` would make binding `other` fail with EADDRINUSE.
+    func conflicts(with other: ListenKey) -> Bool {
+        guard self != other, ip.family == other.ip.family, port == other.port, port != 0 else { return false }
+        return ip == other.ip || ip.isAny || other.ip.isAny
     }
 }

@@ -1,4 +1,7 @@
 import CUV
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A libuv error code: a negative errno, as every libuv call returns it.
 ///
@@ -53,4 +56,10 @@ extension UVError {
     public static let cancelled = UVError(UV_ECANCELED.rawValue)
     public static let tooManyOpenFiles = UVError(UV_EMFILE.rawValue)
     public static let tooManyOpenFilesInSystem = UVError(UV_ENFILE.rawValue)
+    // libuv's codes are negative errno values on Unix; these few are not
+    // imported as UV_E* constants, so they are spelled from errno.
+    public static let noSuchDevice = UVError(-ENODEV)
+    public static let wrongProtocolType = UVError(-EPROTOTYPE)
+    public static let notASocket = UVError(-ENOTSOCK)
+    public static let badDescriptor = UVError(-EBADF)
 }

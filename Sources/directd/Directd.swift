@@ -151,7 +151,7 @@ struct Check: ParsableCommand {
 
     func run() throws {
         let (settings, plan) = try options.plan()
-        plan.notes.forEach { Log.info($0) }
+        plan.notes.forEach { $0.severity == .warning ? Log.warning($0.text) : Log.info($0.text) }
         for target in plan.targets {
             print("listen \(target.address)")
         }

@@ -8,8 +8,10 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <uvbind.h>
 
@@ -33,6 +35,11 @@ static int connect_to(const char *ip, int port) {
   result = connect(fd, (struct sockaddr *) &address, sizeof address) == 0 ? 0 : errno;
   close(fd);
   return result;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec delay = { 0, ms * 1000000L };
+  nanosleep(&delay, NULL);
 }
 
 static int has_ipv6_loopback(void) {
@@ -135,6 +142,7 @@ typedef struct {
   uv_tcp_t accepted;
   uv_connect_t connect;
   int connect_status;
+  struct changes_s *changes;
 } state_t;
 
 static void on_connection(uvbind_listeners_t *listeners, uv_stream_t *server, int status, void *data) {
@@ -279,12 +287,196 @@ static void test_all_or_nothing(void) {
   CHECK(uv_loop_close(&loop) == 0);
 }
 
-int main(void) {
+/* What uvbind_follow's change callback saw. */
+typedef struct changes_s {
+  int listening, stopped, waiting, failed, resync;
+  int last_port;
+  char last_address[UVBIND_ADDRESS_TEXT_SIZE];
+  char last_element[64];
+  char last_message[256];
+  uvbind_listeners_t *seen;
+} changes_t;
+
+static void on_change(uvbind_listeners_t *listeners, const uvbind_change_t *change, void *data) {
+  struct changes_s *changes = ((state_t *) data)->changes;
+  changes->seen = listeners;
+  snprintf(changes->last_message, sizeof changes->last_message, "%s", change->message);
+  switch (change->type) {
+  case UVBIND_LISTENING: changes->listening++; break;
+  case UVBIND_STOPPED: changes->stopped++; break;
+  case UVBIND_WAITING:
+    changes->waiting++;
+    snprintf(changes->last_element, sizeof changes->last_element, "%s", change->element);
+    break;
+  case UVBIND_FAILED: changes->failed++; break;
+  case UVBIND_RESYNC: changes->resync++; break;
+  }
+  if (change->address != NULL) {
+    snprintf(changes->last_address, sizeof changes->last_address, "%s", change->address->text);
+    changes->last_port = ntohs(((const struct sockaddr_in *) &change->address->addr)->sin_port);
+  }
+}
+
+/* Asks about the listeners from inside the first callbacks, then closes them there. */
+static void on_change_then_close(uvbind_listeners_t *listeners, const uvbind_change_t *change, void *data) {
+  state_t *state = data;
+  uvbind_address_t address;
+  if (change->type != UVBIND_LISTENING) return;
+  state->connections = (int) uvbind_listeners_count(listeners);
+  state->accept_result = uvbind_listeners_address(listeners, 0, &address);
+  CHECK(uvbind_close(listeners, on_closed, state) == 0);
+}
+
+static void test_follow_closed_from_its_first_callback(void) {
+  uv_loop_t loop;
+  uvbind_listeners_t *listeners = NULL;
+  state_t state;
+  memset(&state, 0, sizeof state);
+  state.accept_result = -1;
+  uv_loop_init(&loop);
+  CHECK(uvbind_follow(&listeners, &loop, "127.0.0.1", 0, 0, 0, on_connection, on_change_then_close, &state,
+                      NULL, 0) == 0);
+  CHECK(state.connections == 1 && state.accept_result == 0);
+  CHECK(uvbind_close(listeners, NULL, NULL) == UVBIND_ECLOSED);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(state.closed == 1);
+  CHECK(uvbind_listeners_count(listeners) == 0);
+  CHECK(open_handles(&loop) == 0);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+static void test_follow_misuse(void) {
+  uv_loop_t loop;
+  uvbind_listeners_t *listeners = (uvbind_listeners_t *) &loop;
+  char message[512];
+  state_t state;
+  memset(&state, 0, sizeof state);
+  uv_loop_init(&loop);
+  /* Syntax fails at once, whatever the order of the elements. */
+  CHECK(uvbind_follow(&listeners, &loop, "10.0.0.1,::1%lo", 0, 0, 0, on_connection, on_change, &state,
+                      message, sizeof message) == UVBIND_EFORMAT);
+  CHECK(listeners == NULL);
+  CHECK(uvbind_follow(&listeners, &loop, "::1%lo,10.0.0.1", 0, 0, 0, on_connection, on_change, &state,
+                      message, sizeof message) == UVBIND_EFORMAT);
+  /* A wildcard cannot be bound to a device. */
+  CHECK(uvbind_follow(&listeners, &loop, "", 0, 0, UVBIND_FOLLOW_BIND_TO_DEVICE, on_connection, on_change,
+                      &state, message, sizeof message) == UVBIND_EFORMAT);
+  CHECK(strstr(message, "bind-to-device") != NULL);
+  CHECK(uvbind_follow(&listeners, &loop, "lo", 0, 0, 0x80, on_connection, on_change, &state,
+                      message, sizeof message) == UV_EINVAL);
+  CHECK(uvbind_follow(&listeners, &loop, "lo", 70000, 0, 0, on_connection, on_change, &state,
+                      message, sizeof message) == UVBIND_EPORT);
+  CHECK(uvbind_follow(&listeners, &loop, "lo", 0, 0, 0, NULL, on_change, &state,
+                      message, sizeof message) == UV_EINVAL);
+  CHECK(uvbind_follow(NULL, &loop, "lo", 0, 0, 0, on_connection, on_change, &state, NULL, 0) == UV_EINVAL);
+  CHECK(listeners == NULL);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  CHECK(open_handles(&loop) == 0);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+/* In the host's namespace: an element that is missing waits, the rest listens. */
+static void test_follow_waits_for_what_is_missing(void) {
+  uv_loop_t loop;
+  uvbind_listeners_t *listeners = NULL;
+  uvbind_address_t address;
+  char message[512];
+  changes_t changes;
+  state_t state;
+  int port, spins;
+  memset(&state, 0, sizeof state);
+  memset(&changes, 0, sizeof changes);
+  state.changes = &changes;
+  uv_loop_init(&loop);
+  CHECK(uvbind_follow(&listeners, &loop, "127.0.0.1, nosuch0", 0, 0, 0, on_connection, on_change, &state,
+                      message, sizeof message) == 0);
+  CHECK(listeners != NULL && changes.seen == listeners);
+  CHECK(changes.waiting == 1 && strcmp(changes.last_element, "nosuch0") == 0);
+  CHECK(changes.listening == 1);
+  CHECK(uvbind_listeners_count(listeners) == 1);
+  CHECK(uvbind_listeners_address(listeners, 0, &address) == 0);
+  port = ntohs(((struct sockaddr_in *) &address.addr)->sin_port);
+  CHECK(port != 0 && port == changes.last_port);
+  CHECK(STARTS_WITH(changes.last_message, "listening on 127.0.0.1:"));
+  CHECK(connect_to("127.0.0.1", port) == 0);
+  for (spins = 0; spins < 200 && state.connections == 0; spins++) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    sleep_ms(5);
+  }
+  CHECK(state.connections == 1 && state.accept_result == 0);
+  CHECK(connect_to("127.0.0.2", port) == ECONNREFUSED);
+  if (state.connections) uv_close((uv_handle_t *) &state.accepted, NULL);
+  CHECK(uvbind_close(listeners, on_closed, &state) == 0);
+  CHECK(uvbind_close(listeners, on_closed, &state) == UVBIND_ECLOSED);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(state.closed == 1);
+  CHECK(open_handles(&loop) == 0);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+/* Runs the loop until `done` is true or about 5 s pass. */
+static int run_until(uv_loop_t *loop, const int *counter, int target) {
+  int spins;
+  for (spins = 0; spins < 2500 && *counter < target; spins++) {
+    uv_run(loop, UV_RUN_NOWAIT);
+    sleep_ms(2);
+  }
+  return *counter >= target;
+}
+
+/* Only in a network namespace of its own (run.sh runs it under unshare -n):
+ * an interface that comes later, its address going and coming back. */
+static void test_follow_in_namespace(void) {
+  uv_loop_t loop;
+  uvbind_listeners_t *listeners = NULL;
+  char message[512];
+  changes_t changes;
+  state_t state;
+  memset(&state, 0, sizeof state);
+  memset(&changes, 0, sizeof changes);
+  state.changes = &changes;
+  uv_loop_init(&loop);
+  CHECK(system("ip link set lo up") == 0);
+  CHECK(uvbind_follow(&listeners, &loop, "vpn0", 21118, 0, 0, on_connection, on_change, &state,
+                      message, sizeof message) == 0);
+  CHECK(uvbind_listeners_count(listeners) == 0);
+  CHECK(changes.waiting == 1 && strcmp(changes.last_element, "vpn0") == 0);
+  CHECK(system("ip link add vpn0 type veth peer name vpn0p && ip link set vpn0p up && ip link set vpn0 up"
+               " && ip addr add 198.51.100.7/24 dev vpn0") == 0);
+  CHECK(run_until(&loop, &changes.listening, 1));
+  CHECK(strcmp(changes.last_address, "198.51.100.7:21118") == 0);
+  CHECK(uvbind_listeners_count(listeners) == 1);
+  CHECK(connect_to("198.51.100.7", 21118) == 0);
+  CHECK(run_until(&loop, &state.connections, 1));
+  if (state.connections) uv_close((uv_handle_t *) &state.accepted, NULL);
+  CHECK(system("ip addr del 198.51.100.7/24 dev vpn0") == 0);
+  CHECK(run_until(&loop, &changes.stopped, 1));
+  CHECK(strcmp(changes.last_message, "stopped listening on 198.51.100.7:21118 (address removed)") == 0);
+  CHECK(uvbind_listeners_count(listeners) == 0);
+  CHECK(connect_to("198.51.100.7", 21118) != 0);
+  CHECK(system("ip addr add 198.51.100.7/24 dev vpn0") == 0);
+  CHECK(run_until(&loop, &changes.listening, 2));
+  CHECK(changes.failed == 0);
+  CHECK(uvbind_close(listeners, on_closed, &state) == 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(state.closed == 1);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "follow-in-namespace") == 0) {
+    test_follow_in_namespace();
+    printf("c-api follow (namespace): %d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+  }
   test_versions_and_errors();
   test_validate();
   test_resolve();
   test_listen_accept_close();
   test_all_or_nothing();
+  test_follow_misuse();
+  test_follow_waits_for_what_is_missing();
+  test_follow_closed_from_its_first_callback();
   printf("c-api: %d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }

@@ -38,6 +38,14 @@ check "the host links libUVBind.so.0" bash -c "ldd '$prefix/uvbind-echo' | grep 
 # Every API function, from C.
 if "$prefix/api_test"; then pass; else fail "api_test"; fi
 
+# uvbind_follow with interfaces that come and go: only in a network namespace
+# of the test's own (unshare -n), never the host's; needs root.
+if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
+  if unshare -n "$prefix/api_test" follow-in-namespace; then pass; else fail "api_test follow-in-namespace"; fi
+else
+  echo "c-api: not root or no network namespaces; uvbind_follow namespace test skipped"
+fi
+
 has_ipv6=0
 grep -q '^00000000000000000000000000000001' /proc/net/if_inet6 2>/dev/null && has_ipv6=1
 
@@ -101,6 +109,20 @@ if start_host "$prefix/host.log" "$prefix/uvbind-echo" "$value" 0; then
 else
   fail "the host did not start: $(cat "$prefix/host.log")"
 fi
+
+# --follow: an element not there yet waits; the rest is served at once.
+if start_host "$prefix/follow.log" "$prefix/uvbind-echo" --follow "127.0.0.1, nosuch0" 0; then
+  port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$prefix/follow.log")
+  check "follow: echo over 127.0.0.1" echo_through 127.0.0.1 "$port"
+  check "follow: waiting for nosuch0 is printed" grep -q "^waiting for nosuch0 (" "$prefix/follow.log"
+  check "follow: 127.0.0.2 is not served" refused 127.0.0.2 "$port"
+  stop_host; status=$?
+  check "follow: SIGTERM exits 0" test "$status" = 0
+else
+  fail "the following host did not start: $(cat "$prefix/follow.log")"
+fi
+out=$("$prefix/uvbind-echo" --follow '::1%lo,nosuch0' 0 2>&1); status=$?
+check "follow: a malformed value exits 78" test "$status" = 78
 
 # Invalid values: the precise message and exit code, and no socket.
 expect_exit() {  # expect_exit CODE TEXT VALUE PORT

@@ -122,6 +122,17 @@ struct BindValueTableTests {
         fail(",127.0.0.1", .invalidFormat),
         fail("127.0.0.1,eth9", .unknownInterface),
         fail("127.0.0.1,203.0.113.99", .addressNotAvailable),
+        // Syntax is checked on every element before the machine is consulted: the
+        // error does not depend on the order (issue 9, 18).
+        fail("203.0.113.99,::1%lo", .invalidFormat),
+        fail("::1%lo,203.0.113.99", .invalidFormat),
+        fail("eth9,::ffff:0.0.0.0", .invalidFormat),
+        fail("::ffff:0.0.0.0,eth9", .invalidFormat),
+        fail("fe80::1%eth9,::ffff:127.0.0.1%lo", .invalidFormat),
+        fail("::ffff:127.0.0.1%lo,fe80::1%eth9", .invalidFormat),
+        fail("fe80::1,2001:db8::10%eth0", .invalidFormat),
+        fail("2001:db8::10%eth0,fe80::1", .invalidFormat),
+        fail("down0,[::ffff:0:0]", .invalidFormat),
         // Rule 7: host names and ports are not bind values.
         fail("localhost", .unknownInterface),
         fail("example.com", .unknownInterface),
@@ -166,20 +177,83 @@ struct BindValueTableTests {
         }
     }
 
+    /// A list whose first element cannot be resolved and whose second is malformed
+    /// reports the malformed one, in either order, and never looks at the machine.
+    @Test(arguments: [("10.0.0.1", "::1%lo"), ("eth9", "::ffff:0.0.0.0"), ("fe80::1%eth9", "::ffff:192.0.2.10%eth0")])
+    func syntaxErrorWinsInEitherOrder(_ pair: (String, String)) {
+        for value in ["\(pair.0),\(pair.1)", "\(pair.1),\(pair.0)"] {
+            #expect(throws: BindError.self) { _ = try BindValue(parsing: value) }
+            do throws(BindError) {
+                _ = try BindPlan(value: value, port: 1, interfaces: Fixtures.machine)
+                Issue.record("\(value) was accepted")
+            } catch {
+                #expect(error.kind == .invalidFormat, "\(value): \(error)")
+                #expect(error.step == .parse, "\(value)")
+                #expect(error.element == pair.1, "the malformed element is named (\(value))")
+            }
+        }
+    }
+
+    @Test func mappedWildcardIsRefusedWithTheReason() {
+        do throws(BindError) {
+            _ = try BindValue(parsing: "::ffff:0.0.0.0")
+            Issue.record("accepted")
+        } catch {
+            #expect(error.description.contains("IPv4-mapped form of 0.0.0.0"))
+            #expect(error.description.contains("write 0.0.0.0"))
+        }
+    }
+
+    @Test func bindToDeviceNamesTheInterfaceThatHoldsEachAddress() throws {
+        let value = try BindValue(parsing: "192.0.2.10, fe80::1%wg0, 127.0.0.2, eth1")
+        let plan = try BindPlan(value, port: 1, interfaces: Fixtures.machine, bindToDevice: true)
+        #expect(plan.targets.map(\.address.description) ==
+                ["192.0.2.10:1", "[fe80::1%wg0]:1", "127.0.0.2:1", "198.51.100.4:1", "[fe80::abcd%eth1]:1"])
+        #expect(plan.targets.map(\.device) == ["eth0", "wg0", "lo", "eth1", "eth1"])
+        let plain = try BindPlan(value, port: 1, interfaces: Fixtures.machine)
+        #expect(plain.targets.allSatisfy { $0.device == nil })
+    }
+
+    @Test(arguments: ["", " ", "0.0.0.0", "::", "[::]", "eth0,0.0.0.0"])
+    func bindToDeviceRefusesWildcards(_ text: String) {
+        do throws(BindError) {
+            _ = try BindPlan(value: text, port: 1, interfaces: Fixtures.machine, bindToDevice: true)
+            Issue.record("\"\(text)\" was accepted")
+        } catch {
+            #expect(error.kind == .invalidFormat)
+            #expect(error.description.contains("bind-to-device"))
+        }
+    }
+
+    @Test func waitingElementsAreListedNotThrown() throws {
+        let value = try BindValue(parsing: "eth9, 192.0.2.10, 203.0.113.99, fe80::1%wg9, down0")
+        let plan = try BindPlan(value, port: 1, interfaces: Fixtures.machine, waiting: true)
+        #expect(plan.targets.map(\.address.description) == ["192.0.2.10:1"])
+        #expect(plan.waiting.map(\.element) == ["eth9", "203.0.113.99", "fe80::1%wg9", "down0"])
+        #expect(plan.waiting.map(\.kind) == [.unknownInterface, .addressNotAvailable, .unknownZone, .interfaceWithoutAddresses])
+        // Without waiting, the first of them is the error, as always.
+        #expect(throws: BindError.self) { try BindPlan(value, port: 1, interfaces: Fixtures.machine) }
+        // Nothing there at all: an empty plan, not an error.
+        let none = try BindPlan(BindValue(parsing: "wg9"), port: 1,
+                                interfaces: InterfaceTable(interfaces: [], addresses: []), waiting: true)
+        #expect(none.targets.isEmpty && none.waiting.count == 1)
+    }
+
     @Test func emptyValueOnIPv4OnlyHostWarns() throws {
         let plan = try BindPlan(value: "", port: 1, interfaces: Fixtures.ipv4Only)
-        #expect(plan.notes.contains { $0.hasPrefix("warning: IPv6 is not available") })
+        #expect(plan.notes.contains { $0.severity == .warning && $0.text.hasPrefix("IPv6 is not available") })
     }
 
     @Test func inferredZoneIsReported() throws {
         let plan = try BindPlan(value: "fe80::abcd", port: 1, interfaces: Fixtures.machine)
-        #expect(plan.notes == ["fe80::abcd is held by eth1 only: listening on fe80::abcd%eth1"])
+        #expect(plan.notes == [.info("fe80::abcd is held by eth1 only: listening on fe80::abcd%eth1")])
         #expect(plan.targets.first?.address.scopeID == 4)
     }
 
     @Test func mappedAddressIsReportedAsIPv4() throws {
         let plan = try BindPlan(value: "::ffff:127.0.0.1", port: 1, interfaces: Fixtures.machine)
         #expect(plan.targets.map(\.address.family) == [.ipv4])
-        #expect(plan.notes.first?.contains("listening on 127.0.0.1 (IPv4)") == true)
+        #expect(plan.notes.first?.text.contains("listening on 127.0.0.1 (IPv4)") == true)
+        #expect(plan.notes.first?.severity == .info)
     }
 }

@@ -152,9 +152,12 @@ struct ListenerTests {
         // and never fall back to a wider address.
         let loop = TestLoop()
         let target = ListenTarget(address: addr("203.0.113.77", 0))
-        let error = #expect(throws: BindError.self) {
-            try Listener.open(target, value: "203.0.113.77", loop: loop.loop, backlog: 16) { _, _ in }.close()
+        let failure = #expect(throws: Listener.OpenError.self) {
+            try Listener.open(target, loop: loop.loop, backlog: 16) { _, _ in }.close()
         }
+        // The listener says only the step and the code; the group words it.
+        #expect(failure == Listener.OpenError(.bind, .addressNotAvailable))
+        let error = failure.map { BindError.opening(target, failed: $0, value: "203.0.113.77", interfaces: nil) }
         #expect(error?.kind == .addressNotAvailable)
         #expect(error?.step == .bind)
         #expect(error?.description.contains("Addresses here: ") == true)

@@ -48,12 +48,14 @@ enum ListeningSockets {
         var description: String { SocketAddress(ip: ip, port: port).description }
     }
 
-    static func all() -> [Socket] {
-        read("/proc/net/tcp", v6: false) + read("/proc/net/tcp6", v6: true)
+    /// `root`: /proc/net is the process's network namespace; a test that moved
+    /// its thread into another one reads /proc/thread-self/net.
+    static func all(root: String = "/proc/net") -> [Socket] {
+        read("\(root)/tcp", v6: false) + read("\(root)/tcp6", v6: true)
     }
 
-    static func on(port: UInt16) -> [Socket] {
-        all().filter { $0.port == port }
+    static func on(port: UInt16, root: String = "/proc/net") -> [Socket] {
+        all(root: root).filter { $0.port == port }
     }
 
     private static func read(_ path: String, v6: Bool) -> [Socket] {
