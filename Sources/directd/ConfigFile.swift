@@ -3,13 +3,44 @@ import FoundationEssentials
 import Glibc
 #endif
 
-/// The config file: the spec's JSON, `{"options": {"bind-interface": "...", ...}}`.
+/// The config file: the spec's JSON, `{"options": {"bind-interface": "...", ...}}`,
+/// or RustDesk's own RustDesk2.toml (`RustDeskConfig`).
 enum ConfigFile {
+    enum Format: Equatable {
+        case json, toml
+    }
+
     /// Reads `path` into `settings`; returns the names of the options it set.
     @discardableResult
     static func load(_ path: String, into settings: inout Settings) throws(ConfigError) -> Set<String> {
         let bytes = try read(path)
-        return try loadJSON(bytes, path: path, into: &settings)
+        switch format(of: path, bytes) {
+        case .json: return try loadJSON(bytes, path: path, into: &settings)
+        case .toml: return try RustDeskConfig.load(bytes, path: path, into: &settings)
+        }
+    }
+
+    /// By the extension (.json, .toml), else by the content: JSON starts with "{"
+    /// (or "[" and then no table name), anything else is read as TOML.
+    static func format(of path: String, _ bytes: [UInt8]) -> Format {
+        let name = path.split(separator: "/").last.map { $0.lowercased() } ?? ""
+        if name.hasSuffix(".json") { return .json }
+        if name.hasSuffix(".toml") { return .toml }
+        var content = bytes[...]
+        if content.starts(with: [0xEF, 0xBB, 0xBF]) { content = content.dropFirst(3) }
+        let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }
+        guard let first = content.firstIndex(where: { !isSpace($0) }) else { return .json }
+        switch content[first] {
+        case UInt8(ascii: "{"):
+            return .json
+        case UInt8(ascii: "["):
+            // "[options]" is a TOML table header; "[" then a value is a JSON array.
+            let next = content[(first + 1)...].first(where: { !isSpace($0) })
+            let tableName = next.map { ($0 | 0x20) >= UInt8(ascii: "a") && ($0 | 0x20) <= UInt8(ascii: "z") || $0 == UInt8(ascii: "_") } ?? false
+            return tableName ? .toml : .json
+        default:
+            return .toml
+        }
     }
 
     // MARK: JSON

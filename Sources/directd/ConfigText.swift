@@ -22,6 +22,11 @@ enum ConfigText {
         return result + "\""
     }
 
+    /// `text` with its control characters escaped, unquoted.
+    static func escapedText(_ text: String) -> String {
+        String(quoted(text).dropFirst().dropLast())
+    }
+
     /// `\n`, `\t`, `\r`, or `\u{85}` for any other control character.
     static func escapedScalar(_ scalar: Unicode.Scalar) -> String {
         switch scalar {

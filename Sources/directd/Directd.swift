@@ -16,6 +16,7 @@ struct Directd: ParsableCommand {
             address family unavailable; 70 internal error; 77 permission denied; \
             78 configuration or bind value invalid.
             """,
+        version: "directd \(uvbindVersion)",
         subcommands: [Serve.self, Check.self, Interfaces.self],
         defaultSubcommand: Serve.self
     )

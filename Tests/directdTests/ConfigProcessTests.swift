@@ -96,4 +96,20 @@ struct ConfigProcessTests {
         let none = try runDirectd(["check", "--bind-interface", "127.0.0.1"])
         #expect(!none.stderr.contains("whitelist is empty"))
     }
+
+    // MARK: version (issue 14)
+
+    @Test func versionComesFromTheHeader() throws {
+        let header = try String(contentsOfFile: #filePath.replacingOccurrences(of: "Tests/directdTests/ConfigProcessTests.swift", with: "Modules/UVBind/uvbind.h"), encoding: .utf8)
+        func part(_ name: String) -> String? {
+            header.split(separator: "\n").first { $0.hasPrefix("#define UVBIND_VERSION_\(name) ") }
+                .map { String($0.split(separator: " ").last!) }
+        }
+        let expected = "directd \(part("MAJOR") ?? "?").\(part("MINOR") ?? "?").\(part("PATCH") ?? "?")\n"
+        for arguments in [["--version"], ["check", "--version"]] {
+            let result = try runDirectd(arguments)
+            #expect(result.status == 0)
+            #expect(result.stdout == expected)
+        }
+    }
 }
