@@ -39,7 +39,8 @@ struct Directd: ParsableCommand {
 /// help and reader come from `OptionTable`, where the flag is the property's name
 /// in kebab case (`maxConnections` is `--max-connections`).
 struct ConfigOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("Config file: JSON {\"options\": {\"bind-interface\": ..., ...}}, or RustDesk's RustDesk2.toml.", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("Config file: JSON {\"options\": {\"bind-interface\": ..., ...}}, or RustDesk's RustDesk2.toml.", valueName: "file"),
+            completion: .file(extensions: ["json", "toml"]))
     var config: String?
 
     @Option(help: OptionTable.all[flag: "bind-interface"]) var bindInterface: String?
@@ -53,7 +54,8 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: OptionTable.all[flag: "write-queue-limit"]) var writeQueueLimit: String?
     @Option(help: OptionTable.all[flag: "memory-limit"]) var memoryLimit: String?
     @Option(help: OptionTable.all[flag: "grace"]) var grace: String?
-    @Option(help: OptionTable.all[flag: "log-level"]) var logLevel: String?
+    @Option(help: OptionTable.all[flag: "log-level"], completion: .list(LogLevel.allCases.map { "\($0)" }))
+    var logLevel: String?
     @Option(help: OptionTable.all[flag: "backlog"]) var backlog: String?
 
     /// The flags given, by flag name, read off the `@Option` properties above.
