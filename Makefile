@@ -111,8 +111,15 @@ install-lib: lib
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 install: build install-lib
-	install -d $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man8 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 	install -m 755 $(BUILD)/release/directd $(DESTDIR)$(PREFIX)/bin/directd
+	install -m 644 Documentation/directd.8 $(DESTDIR)$(PREFIX)/share/man/man8/directd.8
+	$(BUILD)/release/directd --generate-completion-script bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/directd
+	$(BUILD)/release/directd --generate-completion-script zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_directd
+	$(BUILD)/release/directd --generate-completion-script fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/directd.fish
 # systemd: the unit (ExecStart at this prefix), the example socket, and the
 # example config unless one is there already (it is the operator's).
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
@@ -124,6 +131,10 @@ install: build install-lib
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/directd \
+		$(DESTDIR)$(PREFIX)/share/man/man8/directd.8 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/directd \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_directd \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/directd.fish \
 		$(DESTDIR)$(PREFIX)/lib/libUVBind.so $(DESTDIR)$(PREFIX)/lib/$(SONAME) \
 		$(DESTDIR)$(PREFIX)/lib/libUVBind.so.$(VERSION) \
 		$(DESTDIR)$(PREFIX)/include/uvbind.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/uvbind.pc

@@ -16,78 +16,77 @@ struct Directd: ParsableCommand {
             address family unavailable; 70 internal error; 77 permission denied; \
             78 configuration or bind value invalid.
             """,
+        version: "directd \(uvbindVersion)",
         subcommands: [Serve.self, Check.self, Interfaces.self],
         defaultSubcommand: Serve.self
     )
+
+    /// Checks the command line in one pass (a repeated flag is a usage error;
+    /// `--flag=` is the empty value), then parses it as usual.
+    static func main() {
+        let arguments: [String]
+        do {
+            arguments = try ArgumentCheck.normalise(Array(CommandLine.arguments.dropFirst()))
+        } catch {
+            exit(withError: error)
+        }
+        main(arguments)
+    }
 }
 
 /// The flags every command that reads a configuration shares. Each one overrides
-/// the config file option of the same name, and is checked the same way.
+/// the config file option of the same name, and is checked the same way: name,
+/// help and reader come from `OptionTable`, where the flag is the property's name
+/// in kebab case (`maxConnections` is `--max-connections`).
 struct ConfigOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("JSON config file: {\"options\": {\"bind-interface\": ..., ...}}.", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("Config file: JSON {\"options\": {\"bind-interface\": ..., ...}}, or RustDesk's RustDesk2.toml.", valueName: "file"),
+            completion: .file(extensions: ["json", "toml"]))
     var config: String?
 
-    @Option(name: .long, help: ArgumentHelp("Where to listen: empty for all interfaces; an IPv4 or IPv6 address; an interface name; or a comma-separated list.", valueName: "value"))
-    var bindInterface: String?
-
-    @Option(name: .long, help: ArgumentHelp("TCP port, 0 to 65535 (0: the kernel chooses). Default 21118. (direct-access-port)", valueName: "n"))
-    var port: String?
-
-    @Option(name: .long, help: ArgumentHelp("Relay every connection to HOST:PORT ([v6]:PORT for IPv6); without it, directd serves echo. (direct-forward)", valueName: "host:port"))
-    var forward: String?
-
-    @Option(name: .long, help: ArgumentHelp("Allow only these clients: comma-separated addresses and prefixes (192.0.2.7, 198.51.100.0/24, 2001:db8::/32).", valueName: "list"))
-    var whitelist: String?
-
-    @Option(name: .long, help: ArgumentHelp("Connections open at once; past it new ones are accepted and closed. Default 10000.", valueName: "n"))
-    var maxConnections: String?
-
-    @Option(name: .long, help: ArgumentHelp("Connections open at once from one client address; 0 is no limit.", valueName: "n"))
-    var maxConnectionsPerClient: String?
-
-    @Option(name: .long, help: ArgumentHelp("Bytes of relay buffers across all connections (32MiB).", valueName: "bytes"))
-    var memoryLimit: String?
-
-    @Option(name: .long, help: ArgumentHelp("Send the upstream haproxy's PROXY protocol header first: off (the default), v1 or v2.", valueName: "version"))
-    var proxyProtocol: String?
-
-    @Option(name: .long, help: ArgumentHelp("Close a connection idle this many seconds. Default 0 (off).", valueName: "seconds"))
-    var idleTimeout: String?
-
-    @Option(name: .long, help: ArgumentHelp("Seconds the upstream has to accept a relayed connection. Default 5.", valueName: "seconds"))
-    var connectTimeout: String?
-
-    @Option(name: .long, help: ArgumentHelp("Bytes queued for one side before reading the other stops (1MiB, 256K, ...). Default 1MiB.", valueName: "bytes"))
-    var writeQueueLimit: String?
-
-    @Option(name: .long, help: ArgumentHelp("Seconds open connections get to finish after SIGINT/SIGTERM. Default 10.", valueName: "seconds"))
-    var grace: String?
-
-    @Option(name: .long, help: ArgumentHelp("error, warning, info (the default) or debug.", valueName: "level"))
+    @Option(help: OptionTable.all[flag: "bind-interface"]) var bindInterface: String?
+    @Option(help: OptionTable.all[flag: "port"]) var port: String?
+    @Option(help: OptionTable.all[flag: "forward"]) var forward: String?
+    @Option(help: OptionTable.all[flag: "whitelist"]) var whitelist: String?
+    @Option(help: OptionTable.all[flag: "max-connections"]) var maxConnections: String?
+    @Option(help: OptionTable.all[flag: "max-connections-per-client"]) var maxConnectionsPerClient: String?
+    @Option(help: OptionTable.all[flag: "idle-timeout"]) var idleTimeout: String?
+    @Option(help: OptionTable.all[flag: "connect-timeout"]) var connectTimeout: String?
+    @Option(help: OptionTable.all[flag: "write-queue-limit"]) var writeQueueLimit: String?
+    @Option(help: OptionTable.all[flag: "memory-limit"]) var memoryLimit: String?
+    @Option(help: OptionTable.all[flag: "proxy-protocol"]) var proxyProtocol: String?
+    @Option(help: OptionTable.all[flag: "grace"]) var grace: String?
+    @Option(help: OptionTable.all[flag: "log-level"], completion: .list(LogLevel.allCases.map { "\($0)" }))
     var logLevel: String?
+    @Option(help: OptionTable.all[flag: "backlog"]) var backlog: String?
 
-    @Option(name: .long, help: ArgumentHelp("Listen backlog.", valueName: "n"))
-    var backlog: Int32 = 511
+    /// The flags given, by flag name, read off the `@Option` properties above.
+    var flags: [String: String] {
+        var flags: [String: String] = [:]
+        for child in Mirror(reflecting: self).children {
+            guard let label = child.label, label.hasPrefix("_"), label != "_config",
+                  let value = (child.value as? Option<String?>)?.wrappedValue else { continue }
+            flags[Self.kebabCase(label.dropFirst())] = value
+        }
+        return flags
+    }
 
-    func validate() throws {
-        guard backlog > 0 else { throw ValidationError("--backlog must be a positive number") }
+    /// `maxConnections` → `max-connections`, as swift-argument-parser names flags.
+    static func kebabCase(_ name: Substring) -> String {
+        var result = ""
+        for character in name {
+            if character.isUppercase {
+                result += "-"
+                result += character.lowercased()
+            } else {
+                result.append(character)
+            }
+        }
+        return result
     }
 
     /// The embedded default, then the file, then the flags.
-    func settings() throws -> Settings {
-        var settings = Settings()
-        if let config { try ConfigFile.load(config, into: &settings) }
-        let flags: [(String, String?)] = [
-            ("bind-interface", bindInterface), ("direct-access-port", port), ("direct-forward", forward),
-            ("whitelist", whitelist), ("max-connections", maxConnections), ("idle-timeout", idleTimeout),
-            ("connect-timeout", connectTimeout), ("write-queue-limit", writeQueueLimit), ("grace", grace),
-            ("log-level", logLevel),
-            ("max-connections-per-client", maxConnectionsPerClient), ("memory-limit", memoryLimit),
-            ("proxy-protocol", proxyProtocol),
-        ]
-        for case let (key, value?) in flags { try settings.set(key, value) }
-        settings.backlog = backlog
-        return settings
+    func settings() throws(ConfigError) -> Settings {
+        try Settings.resolve(file: config, flags: flags)
     }
 
     /// Reads the settings and resolves the bind value; any failure is reported and
@@ -97,6 +96,7 @@ struct ConfigOptions: ParsableArguments {
             let settings = try settings()
             Log.level = settings.logLevel
             settings.warnings.forEach { Log.warning($0) }
+            settings.notes.forEach { Log.info($0) }
             return (settings, try BindPlan(value: settings.bindInterface, port: settings.port))
         } catch {
             throw ExitStatus.report(error)

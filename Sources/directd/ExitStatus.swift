@@ -1,11 +1,10 @@
 import ArgumentParser
 import UVBind
 
-/// directd's exit codes, from sysexits(3); the README lists them.
-enum ExitStatus: Int32 {
-    case ok = 0
-    /// Command-line usage (swift-argument-parser exits with it on bad flags).
-    case usage = 64
+/// directd's exit codes, from sysexits(3); the README lists them. 0 (success) and
+/// 64 (usage: an unknown flag, a missing value, a repeated flag) come from
+/// swift-argument-parser's own `ExitCode.success` and `.validationFailure`.
+enum ExitStatus: Int32, Sendable {
     /// Address not available, port in use, address family unavailable.
     case unavailable = 69
     /// Anything internal.
@@ -14,31 +13,34 @@ enum ExitStatus: Int32 {
     case noPermission = 77
     /// Configuration or bind value invalid: every parse or resolve error.
     case config = 78
+}
 
-    init(_ error: BindError) {
-        switch error.kind {
+/// An error that knows which exit code it ends the process with.
+protocol ExitCoded: Error {
+    var exitStatus: ExitStatus { get }
+}
+
+extension BindError: ExitCoded {
+    var exitStatus: ExitStatus {
+        switch kind {
         case .invalidFormat, .unknownInterface, .unknownZone, .linkLocalWithoutZone,
              .interfaceWithoutAddresses, .invalidPort:
-            self = .config
+            .config
         case .addressNotAvailable, .addressInUse, .familyNotSupported:
-            self = .unavailable
+            .unavailable
         case .permissionDenied:
-            self = .noPermission
+            .noPermission
         case .system:
-            self = .software
+            .software
         }
     }
 }
 
 extension ExitStatus {
-    /// Logs a failure's message and gives the exit code it maps to.
+    /// Logs a failure's message and gives the exit code it carries; an error that
+    /// carries none is internal (70).
     static func report(_ error: any Error) -> ExitCode {
-        let status: ExitStatus
-        switch error {
-        case let error as BindError: status = ExitStatus(error)
-        case is ConfigError: status = .config
-        default: status = .software
-        }
+        let status = (error as? any ExitCoded)?.exitStatus ?? .software
         Log.error("\(error)")
         return ExitCode(status.rawValue)
     }

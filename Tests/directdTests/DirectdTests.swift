@@ -52,8 +52,11 @@ struct DirectdTests {
         #expect(unknown.status == 64)
         let missing = try runDirectd(["check", "--port"])
         #expect(missing.status == 64)
+        let repeated = try runDirectd(["check", "--backlog", "1", "--backlog", "2"])
+        #expect(repeated.status == 64)
+        // An invalid flag value is checked like the config value: 78, not 64.
         let backlog = try runDirectd(["check", "--backlog", "0"])
-        #expect(backlog.status == 64)
+        #expect(backlog.status == 78)
     }
 
     @Test func interfacesListsLoopback() throws {
