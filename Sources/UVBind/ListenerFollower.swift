@@ -109,6 +109,8 @@ public final class ListenerFollower: HandleCloseObserver {
     private let coalesceTimer: UnsafeMutablePointer<uv_timer_t>
     private let retryTimer: UnsafeMutablePointer<uv_timer_t>
     private var retryDelay: UInt64 = ListenerFollower.firstRetry
+    /// The event socket failed and is no longer watched: only the timer refreshes.
+    private var eventsLost = false
     private var failing: [String] = []
     private var handlesOpen = 0
     private var onClosed: (() -> Void)?
@@ -260,7 +262,7 @@ public final class ListenerFollower: HandleCloseObserver {
         let tentativeWanted = plan.waiting.contains { error in
             error.kind == .addressNotAvailable && table.tentative.contains { $0.ip == error.address?.ip }
         }
-        if failures.isEmpty && !tentativeWanted {
+        if failures.isEmpty && !tentativeWanted && !eventsLost {
             retryDelay = Self.firstRetry
         } else {
             scheduleRetry()
@@ -320,7 +322,8 @@ public final class ListenerFollower: HandleCloseObserver {
 
     private func netlinkReadable(status: Int32) {
         guard !isClosed else { return }
-        switch RouteNetlink.drain(netlinkSocket) {
+        let drained = status < 0 ? .failed(UVError(status)) : RouteNetlink.drain(netlinkSocket)
+        switch drained {
         case .messages(0):
             return
         case .messages:
@@ -328,8 +331,15 @@ public final class ListenerFollower: HandleCloseObserver {
         case .overflow:
             onChange(.resynchronised)
         case .failed(let error):
+            // A socket in error stays readable: watching it would spin. Stop, say
+            // so, and fall back to the back-off timer alone.
+            uv_poll_stop(poll)
+            eventsLost = true
             report(failures: [BindError(kind: .system, value: value.text, step: .interfaces, code: error,
-                                        detail: "reading the kernel's interface changes failed", remedy: "")])
+                                        detail: "reading the kernel's interface changes failed; re-reading the interfaces on a timer instead",
+                                        remedy: "")])
+            scheduleRetry()
+            return
         }
         // Coalesce a burst: the first event starts the timer, later ones ride on it.
         if uv_is_active(HandleStorage.base(coalesceTimer)) == 0 {
