@@ -178,9 +178,7 @@ public final class ListenerFollower: HandleCloseObserver {
             HandleStorage.attach(self, to: handle)
             handlesOpen += 1
         }
-        uv_poll_start(poll, Int32(UV_READABLE.rawValue)) { handle, status, _ in
-            HandleStorage.owner(of: handle, as: ListenerFollower.self).netlinkReadable(status: status)
-        }
+        watch()
         beforeFirstPass?(self)
         refresh()
     }
@@ -320,9 +318,19 @@ public final class ListenerFollower: HandleCloseObserver {
         retryDelay = min(retryDelay * 2, Self.lastRetry)
     }
 
+    private func watch() {
+        uv_poll_start(poll, Int32(UV_READABLE.rawValue)) { handle, status, _ in
+            HandleStorage.owner(of: handle, as: ListenerFollower.self).netlinkReadable(status: status)
+        }
+    }
+
     private func netlinkReadable(status: Int32) {
         guard !isClosed else { return }
-        let drained = status < 0 ? .failed(UVError(status)) : RouteNetlink.drain(netlinkSocket)
+        // On POLLERR (ENOBUFS is a socket error) libuv stops the handle and says
+        // UV_EBADF: reading the socket collects the error, and watching resumes.
+        let drained = RouteNetlink.drain(netlinkSocket)
+        let socketFailed = if case .failed = drained { true } else { false }
+        if status < 0, !socketFailed { watch() }
         switch drained {
         case .messages(0):
             return
