@@ -109,6 +109,8 @@ public final class ListenerFollower: HandleCloseObserver {
     private let coalesceTimer: UnsafeMutablePointer<uv_timer_t>
     private let retryTimer: UnsafeMutablePointer<uv_timer_t>
     private var retryDelay: UInt64 = ListenerFollower.firstRetry
+    /// The event socket failed and is no longer watched: only the timer refreshes.
+    private var eventsLost = false
     private var failing: [String] = []
     private var handlesOpen = 0
     private var onClosed: (() -> Void)?
@@ -176,9 +178,7 @@ public final class ListenerFollower: HandleCloseObserver {
             HandleStorage.attach(self, to: handle)
             handlesOpen += 1
         }
-        uv_poll_start(poll, Int32(UV_READABLE.rawValue)) { handle, status, _ in
-            HandleStorage.owner(of: handle, as: ListenerFollower.self).netlinkReadable(status: status)
-        }
+        watch()
         beforeFirstPass?(self)
         refresh()
     }
@@ -260,7 +260,7 @@ public final class ListenerFollower: HandleCloseObserver {
         let tentativeWanted = plan.waiting.contains { error in
             error.kind == .addressNotAvailable && table.tentative.contains { $0.ip == error.address?.ip }
         }
-        if failures.isEmpty && !tentativeWanted {
+        if failures.isEmpty && !tentativeWanted && !eventsLost {
             retryDelay = Self.firstRetry
         } else {
             scheduleRetry()
@@ -318,9 +318,20 @@ public final class ListenerFollower: HandleCloseObserver {
         retryDelay = min(retryDelay * 2, Self.lastRetry)
     }
 
+    private func watch() {
+        uv_poll_start(poll, Int32(UV_READABLE.rawValue)) { handle, status, _ in
+            HandleStorage.owner(of: handle, as: ListenerFollower.self).netlinkReadable(status: status)
+        }
+    }
+
     private func netlinkReadable(status: Int32) {
         guard !isClosed else { return }
-        switch RouteNetlink.drain(netlinkSocket) {
+        // On POLLERR (ENOBUFS is a socket error) libuv stops the handle and says
+        // UV_EBADF: reading the socket collects the error, and watching resumes.
+        let drained = RouteNetlink.drain(netlinkSocket)
+        let socketFailed = if case .failed = drained { true } else { false }
+        if status < 0, !socketFailed { watch() }
+        switch drained {
         case .messages(0):
             return
         case .messages:
@@ -328,8 +339,15 @@ public final class ListenerFollower: HandleCloseObserver {
         case .overflow:
             onChange(.resynchronised)
         case .failed(let error):
+            // A socket in error stays readable: watching it would spin. Stop, say
+            // so, and fall back to the back-off timer alone.
+            uv_poll_stop(poll)
+            eventsLost = true
             report(failures: [BindError(kind: .system, value: value.text, step: .interfaces, code: error,
-                                        detail: "reading the kernel's interface changes failed", remedy: "")])
+                                        detail: "reading the kernel's interface changes failed; re-reading the interfaces on a timer instead",
+                                        remedy: "")])
+            scheduleRetry()
+            return
         }
         // Coalesce a burst: the first event starts the timer, later ones ride on it.
         if uv_is_active(HandleStorage.base(coalesceTimer)) == 0 {
