@@ -12,9 +12,9 @@ struct Directd: ParsableCommand {
         commandName: "directd",
         abstract: "A TCP front door that listens exactly where its bind-interface says, and nowhere else.",
         discussion: """
-            Exit codes: 0 ok; 64 usage; 69 address not available, port in use or \
+            Exit codes: 0 ok; 64 usage (an unknown or repeated flag, a missing value); 69 address not available, port in use or \
             address family unavailable; 70 internal error; 77 permission denied; \
-            78 configuration or bind value invalid.
+            78 configuration invalid (the config file, any option value, the bind value).
             """,
         version: "directd \(uvbindVersion)",
         subcommands: [Serve.self, Check.self, Interfaces.self],
