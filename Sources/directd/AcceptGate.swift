@@ -65,6 +65,13 @@ final class AcceptGate {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")).map { $0.count - 1 }
     }
 
+    /// The listeners changed (a reload, the network): one reserve each.
+    func listenersChanged(to count: Int) {
+        wantedReserves = count
+        while reserves.count > count, let fd = reserves.popLast() { Glibc.close(fd) }
+        refillReserves()
+    }
+
     @discardableResult
     private func refillReserves() -> Bool {
         while reserves.count < wantedReserves {

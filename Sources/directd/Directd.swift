@@ -44,6 +44,8 @@ struct ConfigOptions: ParsableArguments {
     var config: String?
 
     @Option(help: OptionTable.all[flag: "bind-interface"]) var bindInterface: String?
+    @Option(help: OptionTable.all[flag: "bind-dynamic"]) var bindDynamic: String?
+    @Option(help: OptionTable.all[flag: "bind-to-device"]) var bindToDevice: String?
     @Option(help: OptionTable.all[flag: "port"]) var port: String?
     @Option(help: OptionTable.all[flag: "forward"]) var forward: String?
     @Option(help: OptionTable.all[flag: "whitelist"]) var whitelist: String?
@@ -90,14 +92,36 @@ struct ConfigOptions: ParsableArguments {
     }
 
     /// Reads the settings and resolves the bind value; any failure is reported and
-    /// becomes the process's exit status.
+    /// becomes the process's exit status. With bind-dynamic, an element that
+    /// names nothing yet is waited for instead (a malformed value still fails).
     func plan() throws -> (Settings, BindPlan) {
         do {
             let settings = try settings()
             Log.level = settings.logLevel
             settings.warnings.forEach { Log.warning($0) }
             settings.notes.forEach { Log.info($0) }
-            return (settings, try BindPlan(value: settings.bindInterface, port: settings.port))
+            let plan: BindPlan
+            if settings.bindDynamic {
+                plan = try BindPlan(BindValue(parsing: settings.bindInterface), port: settings.port,
+                                    interfaces: InterfaceTable.current(resolving: settings.bindInterface),
+                                    bindToDevice: settings.bindToDevice, waiting: true)
+            } else {
+                plan = try BindPlan(value: settings.bindInterface, port: settings.port,
+                                    bindToDevice: settings.bindToDevice)
+            }
+            return (settings, plan)
+        } catch {
+            throw ExitStatus.report(error)
+        }
+    }
+
+    /// The sockets the service manager handed over, checked against the bind
+    /// value (exactly its listeners, never wider); nil when not socket-activated.
+    func inheritedSockets(_ settings: Settings, plan: BindPlan) throws -> [InheritedSocket]? {
+        do {
+            guard let sockets = try SocketActivation.inherited() else { return nil }
+            let configured = settings.given.contains(OptionTable.bindInterface.key!)
+            return try SocketActivation.adopt(sockets, plan: configured ? plan : nil)
         } catch {
             throw ExitStatus.report(error)
         }
@@ -111,8 +135,18 @@ struct Serve: ParsableCommand {
 
     @OptionGroup var options: ConfigOptions
 
+    @Flag(help: "Reload when the config file changes (as on SIGHUP).")
+    var watchConfig = false
+
+    func validate() throws {
+        if watchConfig, options.config == nil {
+            throw ValidationError("--watch-config needs --config FILE")
+        }
+    }
+
     func run() throws {
         let (settings, plan) = try options.plan()
+        let inherited = try options.inheritedSockets(settings, plan: plan)
         // A peer that disappears must not kill the process with SIGPIPE; the write
         // then fails with EPIPE and that connection closes.
         signal(SIGPIPE, SIG_IGN)
@@ -120,15 +154,24 @@ struct Serve: ParsableCommand {
         // runners and supervisors do); unblock them or a stop request never arrives.
         var handled = sigset_t()
         sigemptyset(&handled)
-        for signal in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&handled, signal) }
+        for signal in [SIGINT, SIGTERM, SIGUSR1, SIGHUP] { sigaddset(&handled, signal) }
         sigprocmask(SIG_UNBLOCK, &handled, nil)
 
         let server = Server(loop: uv_default_loop(), settings: settings)
         // The log drains on the loop from here on (it never keeps the loop alive).
         Log.attach(to: server.loop)
+        let options = self.options
+        server.readSettings = { try options.settings() }
         do {
-            try server.listen(plan)
+            if let inherited {
+                try server.adopt(inherited)
+            } else if settings.bindDynamic {
+                try server.follow()
+            } else {
+                try server.listen(plan)
+            }
             server.measureDescriptors()
+            if watchConfig, let path = options.config { try server.watchConfig(at: path) }
             try server.start()
         } catch {
             server.stop()
@@ -152,8 +195,15 @@ struct Check: ParsableCommand {
     func run() throws {
         let (settings, plan) = try options.plan()
         plan.notes.forEach { $0.severity == .warning ? Log.warning($0.text) : Log.info($0.text) }
-        for target in plan.targets {
-            print("listen \(target.address)")
+        if let inherited = try options.inheritedSockets(settings, plan: plan) {
+            SocketActivation.describe(inherited).forEach { print($0) }
+        } else {
+            for target in plan.targets {
+                print("listen \(target.address)\(target.device.map { " on device \($0)" } ?? "")")
+            }
+            for waiting in plan.waiting {
+                print("waiting for \(waiting.element ?? waiting.value) (bind-dynamic): \(waiting.summary)")
+            }
         }
         if let forward = settings.forward { Log.info("relay to \(forward)") }
     }

@@ -45,3 +45,18 @@ extension ExitStatus {
         return ExitCode(status.rawValue)
     }
 }
+
+extension StartError: ExitCoded {
+    /// directd could not set up its own loop handles: internal.
+    var exitStatus: ExitStatus { .software }
+}
+
+extension SocketActivationError: ExitCoded {
+    /// Inherited sockets that are not what the bind value names: configuration.
+    var exitStatus: ExitStatus { .config }
+}
+
+extension ConfigWatcher.WatchError: ExitCoded {
+    /// The config file's directory cannot be watched (--watch-config): configuration.
+    var exitStatus: ExitStatus { .config }
+}

@@ -9,7 +9,8 @@ import UVBind
 ///
 /// SIGINT or SIGTERM: stop accepting, give open connections `grace` seconds,
 /// then cut the rest (with a reset: their streams are incomplete). A second
-/// one cuts them at once. SIGUSR1: log a summary. Loop thread only.
+/// one cuts them at once. SIGUSR1: log a summary. SIGHUP: reload (its default
+/// action would end the process). Loop thread only.
 final class Lifecycle {
     /// What the lifecycle asks of the server.
     struct Actions {
@@ -21,6 +22,8 @@ final class Lifecycle {
         var cutConnections: (String) -> Void
         /// Log the summary line.
         var summary: () -> Void
+        /// Read the configuration again (SIGHUP).
+        var reload: () -> Void
         /// Once every tick (deadlines, held listeners, memory).
         var tick: (UInt64) -> Void
     }
@@ -50,6 +53,9 @@ final class Lifecycle {
         }
         watchers.append(try SignalWatcher(loop: loop, signal: SIGUSR1) { [unowned self] _ in
             self.actions.summary()
+        })
+        watchers.append(try SignalWatcher(loop: loop, signal: SIGHUP) { [unowned self] _ in
+            self.actions.reload()
         })
         try startTicker()
     }

@@ -80,6 +80,16 @@ enum OptionTable {
         valueName: "value",
         help: "Where to listen: empty for all interfaces; an IPv4 or IPv6 address; an interface name; or a comma-separated list.",
         reloadable: true)
+    static let bindDynamic = OptionSpec(
+        key: "bind-dynamic", flag: "bind-dynamic", property: \.bindDynamic, value: .onOff, defaultValue: false,
+        valueName: "Y|N",
+        help: "Follow the bind value as interfaces and addresses come and go (a VPN that comes up later): an element not present yet is waited for, never widened.",
+        reloadable: false)
+    static let bindToDevice = OptionSpec(
+        key: "bind-to-device", flag: "bind-to-device", property: \.bindToDevice, value: .onOff, defaultValue: false,
+        valueName: "Y|N",
+        help: "Bind each listener to the interface that holds its address (SO_BINDTODEVICE): packets for it that arrive on another interface are refused.",
+        reloadable: false)
     static let port = OptionSpec(
         key: "direct-access-port", flag: "port", property: \.port, value: .port, defaultValue: 21118,
         valueName: "n", help: "TCP port, 0 to 65535 (0: the kernel chooses).", reloadable: true)
@@ -138,7 +148,7 @@ enum OptionTable {
         reloadable: false)
 
     static let all: [AnyOptionSpec] = [
-        AnyOptionSpec(bindInterface), AnyOptionSpec(port), AnyOptionSpec(forward), AnyOptionSpec(whitelist),
+        AnyOptionSpec(bindInterface), AnyOptionSpec(bindDynamic), AnyOptionSpec(bindToDevice), AnyOptionSpec(port), AnyOptionSpec(forward), AnyOptionSpec(whitelist),
         AnyOptionSpec(maxConnections), AnyOptionSpec(maxConnectionsPerClient), AnyOptionSpec(idleTimeout),
         AnyOptionSpec(connectTimeout), AnyOptionSpec(writeQueueLimit), AnyOptionSpec(memoryLimit),
         AnyOptionSpec(proxyProtocol), AnyOptionSpec(grace), AnyOptionSpec(logLevel), AnyOptionSpec(backlog), AnyOptionSpec(directServer),

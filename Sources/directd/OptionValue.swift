@@ -170,3 +170,20 @@ extension OptionValue where Value == ProxyHeader.Version? {
              show: { $0?.rawValue ?? "off" })
     }
 }
+
+extension OptionValue where Value == Bool {
+    /// A switch: `Y` or `N`, as RustDesk writes its booleans; `true` and `false`
+    /// are accepted too. Empty is off.
+    static var onOff: Self {
+        Self(expected: "Y or N", acceptsNumbers: false,
+             parse: { key, text throws(ConfigError) in
+                 switch text.trimmedOfWhitespace {
+                 case "Y", "true": return true
+                 case "N", "false", "": return false
+                 default:
+                     throw ConfigError(description: "Invalid \(key) \(ConfigText.quoted(text)): expected Y or N (or true, false)")
+                 }
+             },
+             show: { $0 ? "Y" : "N" })
+    }
+}

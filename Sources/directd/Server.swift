@@ -12,7 +12,7 @@ final class Server: SessionHost {
     let table = SessionTable()
     let gate: AcceptGate
     private var lifecycle: Lifecycle!
-    private var group: ListenerGroup?
+    private var source: ListenerSource?
     /// Readiness, reload, stop and status for a service manager (silent without one).
     private var notifier: ServiceNotifier?
     /// Sessions waiting for relay memory, for a rate-limited warning.
@@ -28,6 +28,7 @@ final class Server: SessionHost {
             openConnections: { [unowned self] in self.table.count },
             cutConnections: { [unowned self] reason in self.cutConnections(reason) },
             summary: { [unowned self] in Log.line(self.table.summary) },
+            reload: { [unowned self] in self.reload(cause: "SIGHUP") },
             tick: { [unowned self] now in self.tick(now) }))
         lifecycle.setGrace(settings.grace)
         gate.accept = { [unowned self] listener in self.accept(on: listener) }
@@ -35,23 +36,48 @@ final class Server: SessionHost {
 
     /// Opens every listener of the plan (all or nothing) and logs where it listens.
     func listen(_ plan: BindPlan) throws(BindError) {
-        let group = try ListenerGroup.open(plan, loop: loop, backlog: settings.backlog) { [unowned self] listener, error in
+        use(try ListenerSource.open(plan, loop: loop, backlog: settings.backlog, onConnection: connectionPending))
+    }
+
+    /// Serves on sockets inherited from the service manager.
+    func adopt(_ sockets: [InheritedSocket]) throws(BindError) {
+        use(try ListenerSource.adopt(sockets, loop: loop, backlog: settings.backlog, onConnection: connectionPending))
+    }
+
+    /// Follows the bind value as the network changes (bind-dynamic): listens on
+    /// what is there now, possibly nothing, and logs each change.
+    func follow() throws(BindError) {
+        use(try ListenerSource.follow(settings, loop: loop, onConnection: connectionPending) { [unowned self] event in
+            if event.severity == .warning { Log.warning(event.description) } else { Log.line(event.description) }
+            self.gate.listenersChanged(to: self.source?.listeners.count ?? 0)
+            self.notifier?.statusChanged()
+        })
+    }
+
+    private func use(_ source: ListenerSource) {
+        self.source = source
+        source.notes.forEach { $0.severity == .warning ? Log.warning($0.text) : Log.info($0.text) }
+        if source.origin != "bind-dynamic" {
+            for listener in source.listeners {
+                Log.line("listening on \(listener.address)\(source.origin == "socket activation" ? " (from the service manager)" : "")")
+            }
+        }
+    }
+
+    /// Every listener's connection callback.
+    private var connectionPending: Listener.ConnectionHandler {
+        { [unowned self] listener, error in
             guard !self.lifecycle.stopping else { return }
             self.gate.connectionPending(on: listener, error: error, needed: self.descriptorsPerSession)
-        }
-        self.group = group
-        group.warnings.forEach { Log.warning($0) }
-        for listener in group.listeners {
-            Log.line("listening on \(listener.address)")
         }
     }
 
     /// Where it listens now, with the kernel's ports.
-    var listeningAddresses: [SocketAddress] { group?.listeners.filter { !$0.isClosed }.map(\.address) ?? [] }
+    var listeningAddresses: [SocketAddress] { source?.listeners.map(\.address) ?? [] }
 
     /// Counts what is open before any connection, and keeps the reserves.
     func measureDescriptors() {
-        gate.prepare(listeners: group?.listeners.count ?? 0)
+        gate.prepare(listeners: source?.listeners.count ?? 0)
     }
 
     private var descriptorsPerSession: Int {
@@ -86,6 +112,58 @@ final class Server: SessionHost {
     }
 
     // MARK: reloading
+
+    /// Reads the settings again as a start would (the file, then the flags given
+    /// on the command line); set by the command before `start`.
+    var readSettings: (() throws -> Settings)?
+    private var configWatcher: ConfigWatcher?
+
+    /// Reloads when the config file at `path` changes (its directory is
+    /// watched, so an editor's atomic rename is seen; bursts are debounced).
+    func watchConfig(at path: String) throws(ConfigWatcher.WatchError) {
+        configWatcher = try ConfigWatcher(loop: loop, path: path) { [unowned self] in
+            self.reload(cause: "config file changed")
+        }
+    }
+
+    /// Reads the settings again and moves to them: listeners reconciled (those
+    /// still wanted keep their socket), new settings for new connections. If
+    /// anything is invalid, or a listener cannot open, everything stays as it
+    /// was and the log says why. Options that cannot change while running keep
+    /// their value and are reported.
+    func reload(cause: String) {
+        guard !lifecycle.stopping, let readSettings else { return }
+        notifier?.reloading()
+        defer { notifier?.ready() }
+        Log.line("reloading (\(cause))")
+        let fresh: Settings
+        do {
+            fresh = try readSettings()
+        } catch {
+            Log.error("\(error)")
+            return Log.warning("reload rejected: still serving as before")
+        }
+        fresh.warnings.forEach { Log.warning($0) }
+        let (new, refused) = fresh.keepingUnreloadable(from: settings)
+        for change in refused {
+            Log.warning("\(change.key) cannot change while running: keeping \(ConfigText.quoted(change.old)) (restart to use \(ConfigText.quoted(change.new)))")
+        }
+        let changes = new.changes(from: settings)
+        if let source {
+            do throws(BindError) {
+                try source.reconcile(to: new).forEach { Log.line($0) }
+            } catch {
+                Log.error("\(error)")
+                return Log.warning("reload rejected: the listeners are unchanged, still serving as before")
+            }
+            gate.listenersChanged(to: source.listeners.count)
+        }
+        let cut = apply(new)
+        new.notes.forEach { Log.info($0) }
+        let summary = changes.isEmpty ? "no option changed" : changes.map(\.description).joined(separator: "; ")
+        Log.line("reloaded: \(summary)\(cut > 0 ? "; closed \(cut) connections no longer in the whitelist" : "")")
+        notifier?.statusChanged()
+    }
 
     /// Puts new settings in force for new connections (a reload). Established
     /// sessions keep the values they started with, except that a tightened
@@ -202,7 +280,7 @@ final class Server: SessionHost {
 
     private func stopAccepting() {
         notifier?.stopping()
-        group?.close()
+        source?.close()
         gate.release()
         if table.isEmpty { finish() }
     }
@@ -220,11 +298,13 @@ final class Server: SessionHost {
     private func finish() {
         guard !finished else { return }
         finished = true
-        if group != nil {   // not after a start that failed
+        if source != nil {   // not after a start that failed
             Log.emitSuppressed()
             Log.line(table.summary)
         }
         lifecycle.finish()
+        configWatcher?.close()
+        configWatcher = nil
         gate.close()
         notifier?.close()
     }

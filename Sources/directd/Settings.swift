@@ -27,6 +27,12 @@ struct Settings: Sendable {
     var logLevel: LogLevel = OptionTable.logLevel.defaultValue
     /// RustDesk's `direct-server` as a config file states it; nil when none does.
     var directServer: Bool? = OptionTable.directServer.defaultValue
+    /// Follow the bind value as interfaces and addresses come and go.
+    var bindDynamic: Bool = OptionTable.bindDynamic.defaultValue
+    /// Bind each listener to its interface (SO_BINDTODEVICE).
+    var bindToDevice: Bool = OptionTable.bindToDevice.defaultValue
+    /// The options the file or a flag set (by name), as opposed to defaults.
+    var given: Set<String> = []
     /// Things worth telling the operator that do not stop the start (unknown keys, say).
     var warnings: [String] = []
     /// Facts about the configuration worth a line at info level at start, such as
@@ -57,6 +63,7 @@ extension Settings {
             try option.set(&settings, text)
             given.insert(option.name)
         }
+        settings.given = given
         if given.contains(OptionTable.whitelist.key!), settings.allowList == nil {
             settings.notes.append("whitelist is empty: every client is allowed (as in RustDesk)")
         }
@@ -77,6 +84,19 @@ extension Settings {
     }
 
     /// The options whose values differ from `old`, in table order.
+    /// The same settings with the options a reload may not change put back to
+    /// `old`'s values, and the changes that were refused.
+    func keepingUnreloadable(from old: Settings) -> (Settings, refused: [Change]) {
+        var kept = self
+        var refused: [Change] = []
+        for change in changes(from: old) where !change.reloadable {
+            OptionTable.byKey[change.key].map { option in try? option.set(&kept, change.old) }
+            OptionTable.byFlag[change.key].map { option in try? option.set(&kept, change.old) }
+            refused.append(change)
+        }
+        return (kept, refused)
+    }
+
     func changes(from old: Settings) -> [Change] {
         OptionTable.all.compactMap { option in
             let before = option.show(old), after = option.show(self)

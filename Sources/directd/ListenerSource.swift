@@ -1,0 +1,74 @@
+import CUV
+import UVBind
+
+/// Where the server's listeners come from, behind one seam:
+/// - **a plan**: the bind value resolved once, opened all or nothing;
+/// - **inherited sockets**: descriptors from the service manager (socket
+///   activation), already checked against the bind value;
+/// - **following** (`bind-dynamic`): the value followed as interfaces and
+///   addresses come and go, never wider than it names.
+/// A reload moves any of them to new settings through UVBind's reconcile:
+/// listeners still wanted keep their socket (nothing is refused), new ones open
+/// all or nothing, the others close. Loop thread only.
+final class ListenerSource {
+    private let group: ListenerGroup
+    private let follower: ListenerFollower?
+    /// How it started, for the log.
+    let origin: String
+
+    private init(group: ListenerGroup, follower: ListenerFollower?, origin: String) {
+        self.group = group
+        self.follower = follower
+        self.origin = origin
+    }
+
+    var listeners: [Listener] { group.listeners.filter { !$0.isClosed } }
+    var notes: [BindNote] { group.notes }
+
+    /// Opens every listener of `plan`, all or nothing.
+    static func open(_ plan: BindPlan, loop: UnsafeMutablePointer<uv_loop_t>, backlog: Int32,
+                     onConnection: @escaping Listener.ConnectionHandler) throws(BindError) -> ListenerSource {
+        ListenerSource(group: try ListenerGroup.open(plan, loop: loop, backlog: backlog, onConnection: onConnection),
+                       follower: nil, origin: "bind value")
+    }
+
+    /// Takes over listening sockets handed over by the service manager.
+    static func adopt(_ sockets: [InheritedSocket], loop: UnsafeMutablePointer<uv_loop_t>, backlog: Int32,
+                      onConnection: @escaping Listener.ConnectionHandler) throws(BindError) -> ListenerSource {
+        let group = try ListenerGroup.adopt(descriptors: sockets.map(\.fd), value: "LISTEN_FDS", loop: loop,
+                                           backlog: backlog, onConnection: onConnection)
+        return ListenerSource(group: group, follower: nil, origin: "socket activation")
+    }
+
+    /// Follows `settings`' bind value as the network changes; `onChange` hears
+    /// of every listener opened or closed and every element still waited for.
+    static func follow(_ settings: Settings, loop: UnsafeMutablePointer<uv_loop_t>,
+                       onConnection: @escaping Listener.ConnectionHandler,
+                       onChange: @escaping (ListenerFollower.Event) -> Void) throws(BindError) -> ListenerSource {
+        let follower = try ListenerFollower(value: settings.bindInterface, port: settings.port, loop: loop,
+                                            backlog: settings.backlog, bindToDevice: settings.bindToDevice,
+                                            onConnection: onConnection, onChange: onChange)
+        return ListenerSource(group: follower.group, follower: follower, origin: "bind-dynamic")
+    }
+
+    /// Moves the listeners to `settings` (a reload). On failure nothing changed
+    /// and the error says why. Returns the lines to log.
+    func reconcile(to settings: Settings) throws(BindError) -> [String] {
+        if let follower {
+            // The follower logs its own changes as they happen.
+            try follower.update(value: settings.bindInterface, port: settings.port)
+            return []
+        }
+        let plan = try BindPlan(value: settings.bindInterface, port: settings.port,
+                                bindToDevice: settings.bindToDevice)
+        let changes = try group.reconcile(to: plan)
+        return changes.opened.map { "listening on \($0.address)" }
+            + changes.closed.map { "stopped listening on \($0.address) (no longer in the bind value)" }
+            + changes.skipped.map(\.text)
+    }
+
+    /// Closes every listener now (the sockets close at once).
+    func close() {
+        if let follower { follower.close() } else { group.close() }
+    }
+}
