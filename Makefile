@@ -134,7 +134,7 @@ $(FUZZBUILD)/flags: FORCE
 	@echo '$(fuzz_swiftc) $(fuzz_instrument)' | cmp -s - $@ || echo '$(fuzz_swiftc) $(fuzz_instrument)' > $@
 
 # swift-argument-parser from the package's own pin, compiled once, not instrumented.
-$(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/obj/ArgumentParserToolInfo.o: Package.swift
+$(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/obj/ArgumentParserToolInfo.o &: Package.swift
 	$(SWIFT) package resolve --scratch-path $(FUZZBUILD)/spm
 	@mkdir -p $(FUZZBUILD)/obj $(FUZZBUILD)/modules
 	find $(FUZZBUILD)/spm/checkouts/swift-argument-parser/Sources/ArgumentParserToolInfo -name '*.swift' -print0 | \
