@@ -20,7 +20,7 @@ SONAME    := libUVBind.so.$(call version_part,MAJOR)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build lib deps run test test-swift test-c test-netns test-netns-if-root test-bench \
-	bench bench-deps install install-lib uninstall clean fuzz fuzz-build test-fuzz test-sanitize FORCE
+	bench bench-deps install install-lib uninstall clean fuzz fuzz-build test-fuzz test-sanitize
 
 all: build lib
 
@@ -128,10 +128,12 @@ fuzz_instrument = -sanitize=fuzzer,address $(FUZZ_CHECKS:%=-D %)
 
 fuzz-build: deps $(fuzz_binaries)
 
-# Rebuild everything when the flags change.
-$(FUZZBUILD)/flags: FORCE
-	@mkdir -p $(FUZZBUILD)
-	@echo '$(fuzz_swiftc) $(fuzz_instrument)' | cmp -s - $@ || echo '$(fuzz_swiftc) $(fuzz_instrument)' > $@
+# Rebuild everything when the flags change: the file is rewritten (while make reads this
+# Makefile) only when a fuzz goal is asked for and the flags differ from the last build's.
+ifneq ($(filter fuzz fuzz-build test-fuzz test,$(MAKECMDGOALS)),)
+$(shell mkdir -p $(FUZZBUILD) && echo '$(fuzz_swiftc) $(fuzz_instrument)' | cmp -s - $(FUZZBUILD)/flags \
+	|| echo '$(fuzz_swiftc) $(fuzz_instrument)' > $(FUZZBUILD)/flags)
+endif
 
 # swift-argument-parser from the package's own pin, compiled once, not instrumented.
 $(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/obj/ArgumentParserToolInfo.o &: Package.swift
@@ -143,11 +145,13 @@ $(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/obj/ArgumentParserToolInfo.o &: P
 	find $(FUZZBUILD)/spm/checkouts/swift-argument-parser/Sources/ArgumentParser -name '*.swift' -print0 | \
 		xargs -0 $(fuzz_swiftc) -suppress-warnings -c -wmo -parse-as-library -module-name ArgumentParser \
 		-emit-module-path $(FUZZBUILD)/modules/ArgumentParser.swiftmodule -o $(FUZZBUILD)/obj/ArgumentParser.o
+	@touch $(FUZZBUILD)/obj/ArgumentParserToolInfo.o $(FUZZBUILD)/obj/ArgumentParser.o
 
 $(FUZZBUILD)/obj/UVBind.o: $(wildcard Sources/UVBind/*.swift Modules/*/*) $(FUZZBUILD)/flags
 	@mkdir -p $(FUZZBUILD)/obj $(FUZZBUILD)/modules
 	$(fuzz_swiftc) $(fuzz_instrument) -c -wmo -parse-as-library -module-name UVBind \
 		-emit-module-path $(FUZZBUILD)/modules/UVBind.swiftmodule Sources/UVBind/*.swift -o $@
+	@touch $@  # swiftc leaves an unchanged object's time alone
 
 # The whole directd module, as SwiftPM builds it for its tests: its @main renamed so
 # that libFuzzer's main is the program's.
@@ -156,6 +160,7 @@ $(FUZZBUILD)/obj/directd.o: $(wildcard Sources/directd/*.swift) $(FUZZBUILD)/obj
 	$(fuzz_swiftc) $(fuzz_instrument) -c -wmo -module-name directd \
 		-Xfrontend -entry-point-function-name -Xfrontend directd_main \
 		-emit-module-path $(FUZZBUILD)/modules/directd.swiftmodule Sources/directd/*.swift -o $@
+	@touch $@
 
 $(FUZZBUILD)/bin/fuzz-%: Tests/Fuzz/%.swift $(fuzz_support) $(fuzz_objects) $(FUZZBUILD)/flags
 	@mkdir -p $(FUZZBUILD)/bin
@@ -205,8 +210,6 @@ test-sanitize: deps
 		echo "test-sanitize: $$(echo $$reports | wc -w) sanitizer report(s) in $(SANLOGS)"; status=1; \
 	else echo "test-sanitize: no sanitizer reports"; fi; \
 	exit $$status
-
-FORCE:
 
 # The library, header and pkg-config file; `install` adds directd.
 install-lib: lib
