@@ -20,7 +20,7 @@ SONAME    := libUVBind.so.$(call version_part,MAJOR)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build lib deps run test test-swift test-c test-netns test-netns-if-root test-bench \
-	bench bench-deps install install-lib uninstall clean
+	bench bench-deps install install-lib uninstall clean fuzz fuzz-build test-fuzz test-sanitize
 
 all: build lib
 
@@ -52,7 +52,7 @@ lib: deps
 run: build
 	$(BUILD)/release/directd $(ARGS)
 
-test: deps test-c test-netns-if-root test-bench test-swift
+test: deps test-c test-netns-if-root test-bench test-swift test-fuzz
 
 test-swift: deps
 	$(SWIFT) build --build-tests --scratch-path $(BUILD)
@@ -99,6 +99,118 @@ bench: build bench-deps
 	cc -O2 -Wall -Wextra -Werror -std=c11 Benchmarks/c/loadgen.c $$(pkg-config --cflags --libs libuv) -o $(BENCHBIN)/loadgen
 	python3 Benchmarks/bench.py --directd $(BUILD)/release/directd --bin $(BENCHBIN) $(if $(QUICK),--quick)
 
+# Fuzzing: libFuzzer targets built with swiftc -sanitize=fuzzer,address (no SwiftPM).
+# A target is a harness Tests/Fuzz/<name>.swift (defining LLVMFuzzerTestOneInput) with
+# seeds in Tests/Fuzz/corpus/<name>/; to add one, add the file and its name below.
+# Tests/Fuzz/config.swift and upstream.swift wait for their entry points in directd
+# (ConfigFile reading bytes in memory, Upstream.Spec(parsing:)): add `config upstream`.
+FUZZ_TARGETS  ?= bindvalue allowlist
+# make fuzz: seconds per target. make test-fuzz: seconds in all, shared by the targets.
+FUZZ_SECONDS  ?= 300
+FUZZ_TEST_SECONDS ?= 20
+# Invariants that hold once the matching fix is in (see Tests/Fuzz/bindvalue.swift):
+# CHECK_ESCAPED_MESSAGES (errors name values with control characters escaped) and
+# CHECK_SYNTAX_BEFORE_MACHINE (every syntax error comes from BindValue(parsing:)).
+FUZZ_CHECKS   ?=
+FUZZBUILD     ?= .build-fuzz
+SWIFTC        ?= swiftc
+
+fuzz_objects  := $(FUZZBUILD)/obj/UVBind.o $(FUZZBUILD)/obj/directd.o \
+	$(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/obj/ArgumentParserToolInfo.o
+fuzz_binaries := $(FUZZ_TARGETS:%=$(FUZZBUILD)/bin/fuzz-%)
+fuzz_support  := $(wildcard Tests/Fuzz/Support/*.swift)
+# Optimised (libFuzzer needs the speed; -O keeps Swift's overflow and bounds traps),
+# with -enable-testing so that harnesses reach directd's internal types.
+fuzz_swiftc    = $(SWIFTC) -swift-version 6 -O -g -enable-testing -package-name UVBind \
+	-I $(FUZZBUILD)/modules -I Modules/CUV -I Modules/UVBind $$(pkg-config --cflags-only-I libuv) \
+	-module-cache-path $(FUZZBUILD)/module-cache
+fuzz_instrument = -sanitize=fuzzer,address $(FUZZ_CHECKS:%=-D %)
+
+fuzz-build: deps $(fuzz_binaries)
+
+# Rebuild everything when the flags change: the file is rewritten (while make reads this
+# Makefile) only when a fuzz goal is asked for and the flags differ from the last build's.
+ifneq ($(filter fuzz fuzz-build test-fuzz test,$(MAKECMDGOALS)),)
+$(shell mkdir -p $(FUZZBUILD) && echo '$(fuzz_swiftc) $(fuzz_instrument)' | cmp -s - $(FUZZBUILD)/flags \
+	|| echo '$(fuzz_swiftc) $(fuzz_instrument)' > $(FUZZBUILD)/flags)
+endif
+
+# swift-argument-parser from the package's own pin, compiled once, not instrumented.
+$(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/obj/ArgumentParserToolInfo.o &: Package.swift
+	$(SWIFT) package resolve --scratch-path $(FUZZBUILD)/spm
+	@mkdir -p $(FUZZBUILD)/obj $(FUZZBUILD)/modules
+	find $(FUZZBUILD)/spm/checkouts/swift-argument-parser/Sources/ArgumentParserToolInfo -name '*.swift' -print0 | \
+		xargs -0 $(fuzz_swiftc) -suppress-warnings -c -wmo -parse-as-library -module-name ArgumentParserToolInfo \
+		-emit-module-path $(FUZZBUILD)/modules/ArgumentParserToolInfo.swiftmodule -o $(FUZZBUILD)/obj/ArgumentParserToolInfo.o
+	find $(FUZZBUILD)/spm/checkouts/swift-argument-parser/Sources/ArgumentParser -name '*.swift' -print0 | \
+		xargs -0 $(fuzz_swiftc) -suppress-warnings -c -wmo -parse-as-library -module-name ArgumentParser \
+		-emit-module-path $(FUZZBUILD)/modules/ArgumentParser.swiftmodule -o $(FUZZBUILD)/obj/ArgumentParser.o
+	@touch $(FUZZBUILD)/obj/ArgumentParserToolInfo.o $(FUZZBUILD)/obj/ArgumentParser.o
+
+$(FUZZBUILD)/obj/UVBind.o: $(wildcard Sources/UVBind/*.swift Modules/*/*) $(FUZZBUILD)/flags
+	@mkdir -p $(FUZZBUILD)/obj $(FUZZBUILD)/modules
+	$(fuzz_swiftc) $(fuzz_instrument) -c -wmo -parse-as-library -module-name UVBind \
+		-emit-module-path $(FUZZBUILD)/modules/UVBind.swiftmodule Sources/UVBind/*.swift -o $@
+	@touch $@  # swiftc leaves an unchanged object's time alone
+
+# The whole directd module, as SwiftPM builds it for its tests: its @main renamed so
+# that libFuzzer's main is the program's.
+$(FUZZBUILD)/obj/directd.o: $(wildcard Sources/directd/*.swift) $(FUZZBUILD)/obj/UVBind.o \
+		$(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/flags
+	$(fuzz_swiftc) $(fuzz_instrument) -c -wmo -module-name directd \
+		-Xfrontend -entry-point-function-name -Xfrontend directd_main \
+		-emit-module-path $(FUZZBUILD)/modules/directd.swiftmodule Sources/directd/*.swift -o $@
+	@touch $@
+
+$(FUZZBUILD)/bin/fuzz-%: Tests/Fuzz/%.swift $(fuzz_support) $(fuzz_objects) $(FUZZBUILD)/flags
+	@mkdir -p $(FUZZBUILD)/bin
+	$(fuzz_swiftc) $(fuzz_instrument) -parse-as-library -module-name fuzz_$* -use-ld=lld \
+		$< $(fuzz_support) $(fuzz_objects) $$(pkg-config --libs libuv) -o $@
+
+# Each target for FUZZ_SECONDS, on a scratch copy of its seeds (in $(FUZZBUILD)/run/).
+fuzz: fuzz-build
+	@status=0; for target in $(FUZZ_TARGETS); do \
+		Tests/Fuzz/run.sh $(FUZZBUILD)/bin/fuzz-$$target Tests/Fuzz/corpus/$$target \
+			$(FUZZBUILD)/run/$$target $(FUZZ_SECONDS) || status=1; \
+	done; exit $$status
+
+# Every target briefly (every seed, then new inputs); any crash fails.
+test-fuzz: fuzz-build
+	@seconds=$$(( $(FUZZ_TEST_SECONDS) / $(words $(FUZZ_TARGETS)) )); \
+	status=0; for target in $(FUZZ_TARGETS); do \
+		Tests/Fuzz/run.sh $(FUZZBUILD)/bin/fuzz-$$target Tests/Fuzz/corpus/$$target \
+			$(FUZZBUILD)/test/$$target $$seconds || status=1; \
+	done; exit $$status
+
+# The Swift tests under AddressSanitizer (with LeakSanitizer), then ThreadSanitizer,
+# each in its own build directory. The directd processes that the tests start are the
+# sanitized build too. Every report, theirs included, goes to $(SANLOGS); any report
+# fails the target, and is printed. Skipped under ASan: the test that measures resident
+# memory (ASan's quarantine and shadow memory make RSS growth meaningless), and one whose
+# stop() sends a second SIGTERM while LeakSanitizer's exit-time scan still runs in
+# directd (a race in the test: it should wait for the exit the first signal caused).
+SANLOGS         ?= .build-sanitizer-logs
+ASAN_SKIP       ?= manyShortConnectionsLeaveNothingBehind sigtermLetsAConnectionInFlightFinishAndRefusesNewOnes
+TSAN_SKIP       ?=
+sanitize_env     = ASAN_OPTIONS=log_path=$(CURDIR)/$(SANLOGS)/asan:detect_leaks=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Fuzz/lsan.supp:print_suppressions=0 \
+	TSAN_OPTIONS=log_path=$(CURDIR)/$(SANLOGS)/tsan
+test-sanitize: deps
+	@rm -rf $(SANLOGS); mkdir -p $(SANLOGS); status=0; \
+	for sanitizer in address thread; do \
+		scratch=.build-$$(echo $$sanitizer | cut -c1)san; \
+		echo "test-sanitize: $$sanitizer ($$scratch)"; \
+		$(SWIFT) build --build-tests --sanitize=$$sanitizer --scratch-path $$scratch || { status=1; continue; }; \
+		case $$sanitizer in address) skip="$(ASAN_SKIP:%=--skip %)";; thread) skip="$(TSAN_SKIP:%=--skip %)";; esac; \
+		$(sanitize_env) $(SWIFT) test --skip-build --sanitize=$$sanitizer --scratch-path $$scratch $$skip || status=1; \
+	done; \
+	reports=$$(grep -l 'ERROR: \|WARNING: ThreadSanitizer' $(SANLOGS)/* 2>/dev/null); \
+	if [ -n "$$reports" ]; then \
+		for report in $$reports; do echo "==> $$report"; cat "$$report"; done; \
+		echo "test-sanitize: $$(echo $$reports | wc -w) sanitizer report(s) in $(SANLOGS)"; status=1; \
+	else echo "test-sanitize: no sanitizer reports"; fi; \
+	exit $$status
+
 # The library, header and pkg-config file; `install` adds directd.
 install-lib: lib
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
@@ -144,4 +256,4 @@ uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 clean:
-	rm -rf $(BUILD) $(CLIB) $(BENCHBIN)
+	rm -rf $(BUILD) $(CLIB) $(BENCHBIN) $(FUZZBUILD) .build-asan .build-tsan $(SANLOGS)
