@@ -102,21 +102,24 @@ bench: build bench-deps
 # Fuzzing: libFuzzer targets built with swiftc -sanitize=fuzzer,address (no SwiftPM).
 # A target is a harness Tests/Fuzz/<name>.swift (defining LLVMFuzzerTestOneInput) with
 # seeds in Tests/Fuzz/corpus/<name>/; to add one, add the file and its name below.
-# Tests/Fuzz/config.swift and upstream.swift wait for their entry points in directd
-# (ConfigFile reading bytes in memory, Upstream.Spec(parsing:)): add `config upstream`.
-FUZZ_TARGETS  ?= bindvalue allowlist
+FUZZ_TARGETS  ?= bindvalue allowlist config upstream
 # make fuzz: seconds per target. make test-fuzz: seconds in all, shared by the targets.
 FUZZ_SECONDS  ?= 300
 FUZZ_TEST_SECONDS ?= 20
-# Invariants that hold once the matching fix is in (see Tests/Fuzz/bindvalue.swift):
+# Invariants checked besides "no crash" (see Tests/Fuzz/bindvalue.swift):
 # CHECK_ESCAPED_MESSAGES (errors name values with control characters escaped) and
 # CHECK_SYNTAX_BEFORE_MACHINE (every syntax error comes from BindValue(parsing:)).
-FUZZ_CHECKS   ?=
+FUZZ_CHECKS   ?= CHECK_ESCAPED_MESSAGES CHECK_SYNTAX_BEFORE_MACHINE
 FUZZBUILD     ?= .build-fuzz
 SWIFTC        ?= swiftc
 
 fuzz_objects  := $(FUZZBUILD)/obj/UVBind.o $(FUZZBUILD)/obj/directd.o \
 	$(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/obj/ArgumentParserToolInfo.o
+# TOMLKit and its C++ core (CTOML), built by SwiftPM from the package's pin, not instrumented.
+fuzz_tomlkit  := $(FUZZBUILD)/spm/release/Modules/TOMLKit.swiftmodule
+fuzz_tomlkit_flags = -I $(FUZZBUILD)/spm/release/Modules \
+	-Xcc -fmodule-map-file=$(FUZZBUILD)/spm/release/CTOML.build/module.modulemap
+fuzz_tomlkit_link = $(FUZZBUILD)/spm/release/TOMLKit.build/*.o $(FUZZBUILD)/spm/release/CTOML.build/Sources/*.o -lstdc++
 fuzz_binaries := $(FUZZ_TARGETS:%=$(FUZZBUILD)/bin/fuzz-%)
 fuzz_support  := $(wildcard Tests/Fuzz/Support/*.swift)
 # Optimised (libFuzzer needs the speed; -O keeps Swift's overflow and bounds traps),
@@ -147,6 +150,10 @@ $(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/obj/ArgumentParserToolInfo.o &: P
 		-emit-module-path $(FUZZBUILD)/modules/ArgumentParser.swiftmodule -o $(FUZZBUILD)/obj/ArgumentParser.o
 	@touch $(FUZZBUILD)/obj/ArgumentParserToolInfo.o $(FUZZBUILD)/obj/ArgumentParser.o
 
+$(fuzz_tomlkit): Package.swift
+	$(SWIFT) build -c release --target TOMLKit --scratch-path $(FUZZBUILD)/spm
+	@touch $@
+
 $(FUZZBUILD)/obj/UVBind.o: $(wildcard Sources/UVBind/*.swift Modules/*/*) $(FUZZBUILD)/flags
 	@mkdir -p $(FUZZBUILD)/obj $(FUZZBUILD)/modules
 	$(fuzz_swiftc) $(fuzz_instrument) -c -wmo -parse-as-library -module-name UVBind \
@@ -156,16 +163,16 @@ $(FUZZBUILD)/obj/UVBind.o: $(wildcard Sources/UVBind/*.swift Modules/*/*) $(FUZZ
 # The whole directd module, as SwiftPM builds it for its tests: its @main renamed so
 # that libFuzzer's main is the program's.
 $(FUZZBUILD)/obj/directd.o: $(wildcard Sources/directd/*.swift) $(FUZZBUILD)/obj/UVBind.o \
-		$(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/flags
-	$(fuzz_swiftc) $(fuzz_instrument) -c -wmo -module-name directd \
+		$(FUZZBUILD)/obj/ArgumentParser.o $(fuzz_tomlkit) $(FUZZBUILD)/flags
+	$(fuzz_swiftc) $(fuzz_instrument) $(fuzz_tomlkit_flags) -c -wmo -module-name directd \
 		-Xfrontend -entry-point-function-name -Xfrontend directd_main \
 		-emit-module-path $(FUZZBUILD)/modules/directd.swiftmodule Sources/directd/*.swift -o $@
 	@touch $@
 
 $(FUZZBUILD)/bin/fuzz-%: Tests/Fuzz/%.swift $(fuzz_support) $(fuzz_objects) $(FUZZBUILD)/flags
 	@mkdir -p $(FUZZBUILD)/bin
-	$(fuzz_swiftc) $(fuzz_instrument) -parse-as-library -module-name fuzz_$* -use-ld=lld \
-		$< $(fuzz_support) $(fuzz_objects) $$(pkg-config --libs libuv) -o $@
+	$(fuzz_swiftc) $(fuzz_instrument) $(fuzz_tomlkit_flags) -parse-as-library -module-name fuzz_$* -use-ld=lld \
+		$< $(fuzz_support) $(fuzz_objects) $(fuzz_tomlkit_link) $$(pkg-config --libs libuv) -o $@
 
 # Each target for FUZZ_SECONDS, on a scratch copy of its seeds (in $(FUZZBUILD)/run/).
 fuzz: fuzz-build

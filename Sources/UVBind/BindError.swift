@@ -231,16 +231,20 @@ func quoted(_ text: String) -> String {
     "\"" + text + "\""
 }
 
-/// `\n`, `\r`, `\t` and other control characters written as escapes.
+/// `\n`, `\r`, `\t` and other control characters (C0, DEL and C1, such as
+/// U+0085, which some readers take for a line break) written as escapes.
 func escapingControlCharacters(_ text: String) -> String {
-    guard text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return text }
+    func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
+    }
+    guard text.unicodeScalars.contains(where: isControl) else { return text }
     var result = ""
     for scalar in text.unicodeScalars {
         switch scalar {
         case "\n": result += "\\n"
         case "\r": result += "\\r"
         case "\t": result += "\\t"
-        case _ where scalar.value < 0x20 || scalar.value == 0x7F:
+        case _ where isControl(scalar):
             result += "\\u{\(String(scalar.value, radix: 16))}"
         default: result.unicodeScalars.append(scalar)
         }

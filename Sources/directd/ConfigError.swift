@@ -1,7 +1,13 @@
 /// A config file or option value that cannot be used: unreadable, malformed, a
 /// wrong type, a repeated key or an invalid value. Always exit 78.
 struct ConfigError: Error, CustomStringConvertible, ExitCoded {
+    /// The message, with every control character of the operator's text in it
+    /// escaped: whoever prints it (the log, a test, `check`) gets one safe line.
     let description: String
+
+    init(description: String) {
+        self.description = LogEscaping.escaped(description)
+    }
 
     var exitStatus: ExitStatus { .config }
 }

@@ -16,10 +16,19 @@ private struct Entry {
 }
 
 /// nil where the text is not a valid list (the reference refuses what it cannot read).
-private func referenceEntries(_ text: String) -> [Entry]? {
+/// RustDesk's reading: entries split on commas, white space around them and
+/// empty ones ignored; an entry of exactly `0.0.0.0`, or no entry at all, lets
+/// every client in (`everyone`).
+private func referenceEntries(_ text: String) -> (entries: [Entry], everyone: Bool)? {
     var entries: [Entry] = []
+    var everyone = false
     for piece in text.split(separator: ",", omittingEmptySubsequences: false) {
         let entry = trimmed(piece)
+        if entry.isEmpty { continue }
+        if entry == "0.0.0.0" {
+            everyone = true
+            continue
+        }
         let parts = entry.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
         guard var ip = ReferenceAddress(ipv4: parts[0]) ?? ReferenceAddress(ipv6: parts[0]) else { return nil }
         let bits = ip.bytes.count * 8
@@ -40,7 +49,7 @@ private func referenceEntries(_ text: String) -> [Entry]? {
         guard !(length..<(ip.bytes.count * 8)).contains(where: ip.isSet) else { return nil }
         entries.append(Entry(ip: ip, length: length))
     }
-    return entries
+    return (entries, everyone || entries.isEmpty)
 }
 
 private func referenceAllows(_ entries: [Entry], _ peer: ReferenceAddress) -> Bool {
@@ -91,12 +100,12 @@ public func fuzzAllowList(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         #endif
         return 0
     }
-    guard let entries = referenceEntries(text) else {
+    guard let (entries, everyone) = referenceEntries(text) else {
         invariant(false, "AllowList accepted \(text.debugDescription), which glibc's inet_pton does not read as a list of prefixes: \(list)")
         return 0
     }
     for peer in peers(near: entries, input: UnsafeBufferPointer(start: data, count: size)) {
-        let expected = referenceAllows(entries, peer)
+        let expected = everyone || referenceAllows(entries, peer)
         invariant(list.allows(ipAddress(peer)) == expected,
                   "allows(\(peer)) is \(!expected), the reference says \(expected), for \(text.debugDescription) read as \(list)")
     }

@@ -1,7 +1,7 @@
 // Fuzz target: the direct-forward value, through its pure syntax step (no DNS).
 //
-// NOT BUILT YET: it needs `Upstream.Spec(parsing:)` in directd, with `host` and
-// `port` (see `parse` below, the one line to adapt). Switch it on by adding
+// The entry point is `Upstream.Spec(parsing:)`, the syntax step with no DNS.
+// (It was written before the entry point existed; `parse` adapts it.) Also
 // `upstream` to FUZZ_TARGETS in the Makefile.
 //
 // Whatever is accepted must be what was written: no control character anywhere (a
@@ -10,9 +10,32 @@
 @testable import directd
 import UVBind
 
+/// The host as written in the value (inside the brackets for IPv6), after
+/// checking that what the parser read is what that text says.
 private func parse(_ text: String) throws -> (host: String, port: UInt16) {
     let spec = try Upstream.Spec(parsing: text)
-    return (spec.host, spec.port)
+    let value = trimmed(text)
+    let written: String
+    if value.hasPrefix("["), let close = value.firstIndex(of: "]") {
+        written = String(value[value.index(after: value.startIndex)..<close])
+    } else {
+        written = value.lastIndex(of: ":").map { String(value[..<$0]) } ?? value
+    }
+    switch spec.host {
+    case .ipv4(let address):
+        invariant(ReferenceAddress(ipv4: written) == ReferenceAddress(ipv4: address.description),
+                  "\(text.debugDescription) read as \(address)")
+    case .ipv6(let address, let zone):
+        let parts = written.split(separator: "%", maxSplits: 1, omittingEmptySubsequences: false)
+        invariant(ReferenceAddress(ipv6: parts[0]) == ReferenceAddress(ipv6: address.description),
+                  "\(text.debugDescription) read as \(address)")
+        invariant(zone == (parts.count == 2 ? String(parts[1]) : nil), "\(text.debugDescription): zone \(zone ?? "none")")
+    case .name(let name):
+        invariant(name == written, "\(text.debugDescription) read as the name \(name.debugDescription)")
+        invariant(ReferenceAddress(ipv4: name) == nil && ReferenceAddress(ipv6: name) == nil,
+                  "\(text.debugDescription): an address read as a host name")
+    }
+    return (written, spec.port)
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")
