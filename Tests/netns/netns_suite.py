@@ -23,7 +23,24 @@ It proves, against the real sockets:
 4. IPv6 disabled on the server: the default serves IPv4 with a warning, an
    explicit IPv6 value fails with the family message;
 5. port in use on one address of a list: the start fails, nothing stays open;
-6. an unprivileged user asking for port 80: the permission message, exit 77.
+6. an unprivileged user asking for port 80: the permission message, exit 77;
+7. bind-dynamic, vpn0 absent at start: directd runs, listens on nothing, says
+   it waits; vpn0 appears and gets addresses: listened on and reached, with the
+   time from the kernel's address event to the listener measured;
+8. an address removed: its listener gone, the other listener the same socket,
+   and a relayed connection opened before still carries data once it returns;
+9. vpn0 deleted and created again (new index): fe80::21%vpn0 follows;
+10. an explicit address assigned after the start: listened on then;
+11. an IPv6 address under DAD: listened on only when no longer tentative, with
+    no error storm in the log;
+12. four bursts of 1,000 address changes (the last while directd is stopped,
+    so that its netlink socket overflows): exactly the right listeners, no
+    leaked descriptor;
+    and, throughout 7-12, /proc/net/tcp{,6} sampled every 50 ms never shows a
+    wildcard or foreign listener on the port;
+13. bind-to-device: the matrix again, with the cross-link cells closed and the
+    rest unchanged; the host's own connection to a LAN address; the values that
+    name no interface (empty, 0.0.0.0, ::) exit 78.
 
 Needs root. Namespaces are named per run (uvb<pid>-...), removed on exit even
 after a failure or a signal, and stale ones from killed runs are swept first.
@@ -163,11 +180,15 @@ def build():
         make_link(link)
 
 
-def reset_vpn(server_addresses=True):
-    """vpn0 as build() made it (or without the server's addresses), whatever a
+def reset_link(link, server_addresses=True):
+    """`link` as build() made it (or without the server's addresses), whatever a
     case left behind: deleted (with its client end) and created again."""
-    in_ns(SERVER, "ip", "link", "del", "vpn0", check=False)
-    make_link("vpn0", server_addresses)
+    in_ns(SERVER, "ip", "link", "del", link, check=False)
+    make_link(link, server_addresses)
+
+
+def reset_vpn(server_addresses=True):
+    reset_link("vpn0", server_addresses)
 
 
 # ---------------------------------------------------------------- probing
@@ -337,12 +358,16 @@ def test_matrix(directd):
 
 
 def print_matrix(rows):
+    """Cells are (want, got) or (want, got, without bind-to-device)."""
     heads = [f"{c[-3:]}→{label}" for c in (LAN, VPN) for label, _ in TARGETS]
     width = max(len(repr(v)) for v, _ in rows) + 2
-    print("\nreachability (want/got; * marks a difference):", file=sys.stderr)
+    bound = any(len(cell) == 3 for _, row in rows for cell in row)
+    print("\nreachability (want/got; * marks a difference" + ("; ! a cell that bind-to-device closes)" if bound else "):"),
+          file=sys.stderr)
     print("value".ljust(width) + " ".join(h.ljust(17) for h in heads), file=sys.stderr)
     for value, row in rows:
-        cells = [f"{w}/{g}" + ("" if w == g else "*") for w, g in row]
+        cells = [f"{cell[0]}/{cell[1]}" + ("" if cell[0] == cell[1] else "*")
+                 + ("!" if len(cell) == 3 and cell[2] != cell[0] else "") for cell in row]
         print(repr(value).ljust(width) + " ".join(c.ljust(17) for c in cells), file=sys.stderr)
 
 
@@ -490,6 +515,9 @@ def test_ipv6_disabled(directd):
     finally:
         for key in ("all", "default", "lan0", "vpn0", "lo"):
             in_ns(SERVER, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=0", check=False)
+        # Turning IPv6 off removed the links' IPv6 addresses: build them again.
+        for link in LINKS:
+            reset_link(link)
 
 
 # ---------------------------------------------------------------- 7-13. following the network
@@ -601,7 +629,11 @@ class Sampler:
 
     def run(self):
         while not self.done.wait(0.05):
-            seen = server_listeners()
+            try:
+                seen = server_listeners()
+            except OSError as error:  # the parked process is gone: say so, stop
+                self.bad.append(f"cannot read the server's sockets: {error}")
+                return
             self.samples += 1
             for address, port in seen:
                 if port == PORT and (address in ("0.0.0.0", "::") or address not in self.allowed):
@@ -935,7 +967,8 @@ def case_duplicate_address_detection(directd):
                   "\n".join(lines))
             if bound_at is not None and usable_at is not None:
                 print(f"netns: DAD: tentative for {usable_at - added:.2f} s, listened on "
-                      f"{(bound_at - usable_at) * 1000:.0f} ms after (polling every ~20 ms)")
+                      f"{(bound_at - usable_at) * 1000:.0f} ms after (polling every ~20 ms); logged meanwhile: "
+                      + " | ".join(line.split(" ", 1)[1] for line in lines))
             check(vpn_probe([VPN_V6])[VPN_V6] == "open", f"{VPN_V6} after DAD: the VPN client connects")
         finally:
             daemon.stop()
@@ -972,8 +1005,11 @@ def case_rapid_changes(directd):
             until(lambda: on_port() == sorted([VPN_V4, VPN_V6]), 2)
             sockets, reserves, others = descriptors(pid)
             present = {VPN_V4: True, VPN_V6: True}
-            # Toggles per batch: (IPv4, IPv6). Totals of 1,000 or 1,001 changes.
-            for number, (v4_toggles, v6_toggles) in enumerate(((500, 500), (501, 499), (501, 500)), 1):
+            # Toggles per batch: (IPv4, IPv6), and whether directd is stopped
+            # (SIGSTOP) meanwhile: then the kernel's events overflow its netlink
+            # socket (ENOBUFS), and it must read everything again.
+            for number, (v4_toggles, v6_toggles, frozen) in enumerate(
+                    ((500, 500, False), (501, 499, False), (501, 500, False), (501, 499, True)), 1):
                 order = [VPN_V4] * v4_toggles + [VPN_V6] * v6_toggles
                 order[::2], order[1::2] = order[:len(order[::2])], order[len(order[::2]):]  # interleave
                 lines = []
@@ -983,11 +1019,21 @@ def case_rapid_changes(directd):
                 with tempfile.NamedTemporaryFile("w", suffix=".batch") as batch:
                     batch.write("\n".join(lines) + "\n")
                     batch.flush()
+                    mark = daemon.mark()
+                    if frozen:
+                        daemon.proc.send_signal(signal.SIGSTOP)
                     started = time.time()
-                    result = ip_server("-force", "-batch", batch.name, check=False)
-                    took = time.time() - started
+                    try:
+                        result = ip_server("-force", "-batch", batch.name, check=False)
+                    finally:
+                        took = time.time() - started
+                        if frozen:
+                            daemon.proc.send_signal(signal.SIGCONT)
                 check(result.returncode == 0, f"batch {number}: {len(lines)} changes applied in {took:.2f} s",
                       result.stderr[-1000:])
+                if frozen:
+                    check(bool(daemon.wait_for("netlink ENOBUFS", since=mark)),
+                          f"batch {number}, directd stopped meanwhile: the overflow is logged", daemon.text()[-2000:])
                 want = sorted(address for address, here in present.items() if here)
                 settled = until(lambda: on_port() == want, 3)
                 time.sleep(0.3)  # and it stays so
@@ -1002,7 +1048,7 @@ def case_rapid_changes(directd):
                 check(all((reached[a] == "open") == present[a] for a in present),
                       f"batch {number}: the VPN client reaches exactly the present addresses", str(reached))
             resyncs = daemon.text().count("netlink ENOBUFS")
-            print(f"netns: 3,002 rapid changes: {resyncs} netlink overflows (full resync), "
+            print(f"netns: 4,002 rapid changes: {resyncs} netlink overflows (full resync), "
                   f"{daemon.text().count('listening on')} listener opens logged")
         finally:
             daemon.stop()
@@ -1039,9 +1085,10 @@ def test_bind_to_device(directd):
             seen = probe(client, [host for _, host in TARGETS]) if started else {}
             for label, host in TARGETS:
                 want = expected_cell_bound(listens, client, host)
-                closed += want != expected_cell(listens, client, host)
+                was = expected_cell(listens, client, host)
+                closed += want != was
                 got = seen.get(host, "-")
-                row.append((want, got))
+                row.append((want, got, was))
                 check(want == got, f"bind-to-device {value!r}: {client[-3:]} → {label} ({host}): want {want}, got {got}")
         daemon.stop()
         rows.append((value, row))
@@ -1071,12 +1118,82 @@ def test_bind_to_device(directd):
     check(listening(SERVER) == [], "bind-to-device refusals: nothing listens")
 
 
+def case_dynamic_bound_to_device(directd):
+    """bind-dynamic with bind-to-device: vpn0's listeners are bound to vpn0 as
+    it comes, and to the new vpn0 after it is created again."""
+    in_ns(SERVER, "ip", "link", "del", "vpn0", check=False)
+    with Sampler("bind-dynamic with bind-to-device", {VPN_V4, VPN_V6, VPN_LL}):
+        daemon = dynamic_directd(directd, "vpn0", "--bind-to-device", "Y")
+        try:
+            for round in range(2):
+                mark = daemon.mark()
+                make_link("vpn0")
+                listened = all(daemon.wait_for(f"listening on {shown}", since=mark)
+                               for shown in (f"{VPN_V4}:{PORT}", f"[{VPN_V6}]:{PORT}", f"[{VPN_LL}%vpn0]:{PORT}"))
+                bound = in_ns(SERVER, "ss", "-Hltn", f"sport = :{PORT}").stdout
+                check(listened and bound.count(f"%vpn0:{PORT}") == 3,
+                      f"bind-dynamic with bind-to-device ({round + 1}): vpn0's three listeners bound to vpn0",
+                      bound + daemon.text()[-2000:])
+                from_vpn, from_lan = vpn_probe([VPN_V4, VPN_V6]), probe(LAN, [VPN_V4, VPN_V6], timeout=0.5)
+                check(set(from_vpn.values()) == {"open"} and set(from_lan.values()) == {"refused"},
+                      f"bind-dynamic with bind-to-device ({round + 1}): open from vpn0's link, refused from lan0's",
+                      f"vpn: {from_vpn}, lan: {from_lan}")
+                mark = daemon.mark()
+                ip_server("link", "del", "vpn0")
+                check(bool(daemon.wait_for("interface removed", since=mark)) and until(lambda: on_port() == [], 1),
+                      f"bind-dynamic with bind-to-device ({round + 1}): vpn0 deleted, its listeners closed",
+                      daemon.text()[-2000:])
+            check(daemon.proc.poll() is None, "bind-dynamic with bind-to-device: directd still running")
+        finally:
+            daemon.stop()
+
+
+def case_device_renamed(directd):
+    """bind-to-device follows the name: vpn0 renamed away (vpn9) and another
+    interface holding the same address renamed to vpn0, in one burst. The
+    kernel's SO_BINDTODEVICE keeps an index, so a listener left as it was would
+    now serve vpn9, which the value does not name."""
+    reset_vpn()
+    ip_server("link", "add", "vpnx", "type", "veth", "peer", "name", "vpny")
+    for dev in ("vpnx", "vpny"):
+        ip_server("link", "set", "dev", dev, "addrgenmode", "none")
+    ip_server("addr", "add", f"{VPN_V4}/24", "dev", "vpnx")
+    ip_server("link", "set", "vpny", "up")
+    ip_server("link", "set", "vpnx", "up")
+    with Sampler("bind-to-device after a rename", {VPN_V4, VPN_V6, VPN_LL}):
+        daemon = dynamic_directd(directd, "vpn0", "--bind-to-device", "Y")
+        try:
+            until(lambda: len(on_port()) == 3, 2)
+            before = in_ns(SERVER, "ss", "-Hltn", f"sport = :{PORT}").stdout
+            check(before.count(f"%vpn0:{PORT}") == 3 and vpn_probe([VPN_V4])[VPN_V4] == "open",
+                  "before the rename: vpn0's listeners bound to vpn0, reached from its link", before)
+            with tempfile.NamedTemporaryFile("w", suffix=".batch") as batch:
+                batch.write("link set vpn0 down\nlink set vpn0 name vpn9\nlink set vpn9 up\n"
+                            "link set vpnx down\nlink set vpnx name vpn0\nlink set vpn0 up\n")
+                batch.flush()
+                ip_server("-batch", batch.name)
+            until(lambda: in_ns(SERVER, "ss", "-Hltn", f"sport = :{PORT}").stdout.count("%vpn9") == 0
+                  and on_port() == [VPN_V4], 2)
+            time.sleep(0.2)
+            after = in_ns(SERVER, "ss", "-Hltn", f"sport = :{PORT}").stdout
+            check(on_port() == [VPN_V4] and after.count(f"{VPN_V4}%vpn0:{PORT}") == 1 and "%vpn9" not in after,
+                  "after the rename: listening on 203.0.113.1 bound to the new vpn0 only", after + daemon.text()[-1500:])
+            seen = vpn_probe([VPN_V4])[VPN_V4]
+            check(seen == "refused", f"after the rename: the client on vpn9's link is refused, got {seen}")
+            check(daemon.proc.poll() is None, "after the rename: directd still running")
+        finally:
+            daemon.stop()
+            for dev in ("vpn9", "vpny"):
+                ip_server("link", "del", dev, check=False)
+
+
 def test_following(directd):
     upstream = EchoUpstream()
     try:
         for case in (lambda: case_vpn_appears(directd, upstream), lambda: case_interface_recreated(directd),
                      lambda: case_address_assigned_later(directd), lambda: case_duplicate_address_detection(directd),
-                     lambda: case_rapid_changes(directd)):
+                     lambda: case_rapid_changes(directd), lambda: case_dynamic_bound_to_device(directd),
+                     lambda: case_device_renamed(directd)):
             try:
                 case()
             except Exception as error:
