@@ -138,12 +138,27 @@ public final class Listener: HandleCloseObserver {
         if domain == AF_INET6, try option(Int32(IPPROTO_IPV6), IPV6_V6ONLY) == 0 {
             throw OpenError(.adoptIPv6Only, .invalidArgument)
         }
+        return boundDevice(of: fd)
+    }
+
+    /// The name the kernel gives now to the interface the socket is bound to
+    /// (`SO_BINDTODEVICE` stores an index): nil when it is bound to none, or when
+    /// that interface is gone.
+    static func boundDevice(of fd: Int32) -> String? {
         var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
         var length = socklen_t(IF_NAMESIZE)
         guard getsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, &name, &length) == 0, length > 0, name[0] != 0 else {
             return nil
         }
         return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The interface the socket is bound to now, by its current name (see
+    /// `boundDevice(of:)`); nil once closed. It differs from `target.device`
+    /// when that interface was renamed or deleted, and another may have the
+    /// name now.
+    public var currentDevice: String? {
+        fileDescriptor.flatMap(Self.boundDevice(of:))
     }
 
     /// Listens and reads back the bound address; closes the listener on failure.

@@ -230,12 +230,16 @@ struct ListenKey: Hashable {
         device = target.device
     }
 
-    /// A listener's key, with the port it really has.
+    /// A listener's key, with the port it really has, and the device it is
+    /// bound to now: the kernel keeps the interface's index, so if the named
+    /// interface was renamed or deleted and another one took the name, this
+    /// socket no longer matches a target for that name (it is replaced, rather
+    /// than left serving an interface the value does not name).
     init(_ listener: Listener) {
         ip = listener.target.address.ip
         port = listener.address.port
         scopeID = listener.target.address.scopeID
-        device = listener.target.device
+        device = listener.target.device == nil ? nil : listener.currentDevice
     }
 
     /// Whether a socket on `self` would make binding `other` fail with EADDRINUSE.
