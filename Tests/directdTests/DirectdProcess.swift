@@ -71,15 +71,22 @@ final class Daemon {
 
     /// Starts directd and waits (bounded) until it says it serves, or exits.
     /// `prefix` runs it through another program (prlimit, say).
-    init(_ arguments: [String], prefix: [String] = []) throws {
+    /// `waitForService` false: return once started (a program in `prefix` may
+    /// start directd later, as systemd-socket-activate does on a connection).
+    init(_ arguments: [String], prefix: [String] = [], environment: [String: String] = [:],
+         waitForService: Bool = true) throws {
         log = FileManager.default.temporaryDirectory.appendingPathComponent("directd-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.executableURL = URL(fileURLWithPath: prefix.first ?? directdPath)
         process.arguments = prefix.isEmpty ? arguments : Array(prefix.dropFirst()) + [directdPath] + arguments
         process.standardError = try FileHandle(forWritingTo: log)
         process.standardOutput = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice
         try process.run()
+        guard waitForService else { return }
         let deadline = Date().addingTimeInterval(20)
         func serving() -> Bool { logText.contains("serving echo") || logText.contains("relaying every connection") }
         while Date() < deadline, process.isRunning, !serving() { usleep(10_000) }
