@@ -19,7 +19,7 @@ SONAME    := libUVBind.so.$(call version_part,MAJOR)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build lib deps run test test-swift test-c test-netns test-netns-if-root test-bench \
+.PHONY: all build lib deps test-deps run test test-swift test-c test-netns test-netns-if-root test-bench \
 	bench bench-deps install install-lib uninstall clean fuzz fuzz-build test-fuzz test-sanitize
 
 all: build lib
@@ -54,7 +54,19 @@ run: build
 
 test: deps test-c test-netns-if-root test-bench test-swift test-fuzz
 
-test-swift: deps
+# Programs the Swift tests use when present, installed on a fresh machine:
+# systemd's tools (systemd-socket-activate, systemd-analyze), strace, prlimit
+# (util-linux), and nginx/haproxy (the PROXY protocol consumers, as for bench).
+TEST_PACKAGES := systemd strace util-linux iproute2
+test-deps: deps
+	@missing=$$(for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "make: installing $$missing for the tests"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test-swift: test-deps bench-deps
 	$(SWIFT) build --build-tests --scratch-path $(BUILD)
 	$(SWIFT) test --skip-build --scratch-path $(BUILD)
 

@@ -223,7 +223,8 @@ struct Interfaces: ParsableCommand {
         }
         for (name, index) in table.interfaces {
             let held = table.addresses(of: name)
-            print("\(index): \(name)\(held.isEmpty ? " (no address, or down)" : "")")
+            // Linux allows control characters in interface names: print them escaped.
+            print("\(index): \(LogEscaping.escaped(name))\(held.isEmpty ? " (no address, or down)" : "")")
             for address in held {
                 print("    \(address.description)")
             }

@@ -80,19 +80,7 @@ final class Session {
 
     /// Reads the client's address, once accepted.
     func readPeer() {
-        peer = address(of: client, peer: true)
-    }
-
-    /// The address a TCP handle is bound to, or its peer's.
-    private func address(of handle: UnsafeMutablePointer<uv_tcp_t>, peer: Bool) -> SocketAddress? {
-        var storage = sockaddr_storage()
-        var length = Int32(MemoryLayout<sockaddr_storage>.size)
-        return withUnsafeMutablePointer(to: &storage) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                let result = peer ? uv_tcp_getpeername(handle, sa, &length) : uv_tcp_getsockname(handle, sa, &length)
-                return result == 0 ? SocketAddress(sa) : nil
-            }
-        }
+        peer = try? SocketAddress.peer(of: client)
     }
 
     @inline(__always)
@@ -166,7 +154,7 @@ final class Session {
     /// queued path (with its own small allocation) is there for correctness.
     private func sendProxyHeader(_ version: ProxyHeader.Version,
                                  to upstream: UnsafeMutablePointer<uv_stream_t>) -> UVError? {
-        guard let peer, let destination = address(of: client, peer: false) else { return .invalidArgument }
+        guard let peer, let destination = try? SocketAddress.local(of: client) else { return .invalidArgument }
         let header = ProxyHeader(version: version, client: peer, destination: destination)
         let requestSize = (MemoryLayout<uv_write_t>.size + 15) & ~15
         let block = UnsafeMutableRawPointer.allocate(byteCount: requestSize + ProxyHeader.maximumSize, alignment: 16)
