@@ -204,12 +204,10 @@ test-fuzz: fuzz-build
 # The Swift tests under AddressSanitizer (with LeakSanitizer), then ThreadSanitizer,
 # each in its own build directory. The directd processes that the tests start are the
 # sanitized build too. Every report, theirs included, goes to $(SANLOGS); any report
-# fails the target, and is printed. Skipped under ASan: the test that measures resident
-# memory (ASan's quarantine and shadow memory make RSS growth meaningless), and one whose
-# stop() sends a second SIGTERM while LeakSanitizer's exit-time scan still runs in
-# directd (a race in the test: it should wait for the exit the first signal caused).
+# fails the target, and is printed. Skipped under ASan: the tests that measure resident
+# memory (ASan's quarantine and shadow memory make RSS meaningless).
 SANLOGS         ?= .build-sanitizer-logs
-ASAN_SKIP       ?= manyShortConnectionsLeaveNothingBehind sigtermLetsAConnectionInFlightFinishAndRefusesNewOnes
+ASAN_SKIP       ?= manyShortConnectionsLeaveNothingBehind clientsThatNeverReadStayWithinTheMemoryBound memoryLimitMakesReadersWaitAndThenResume
 TSAN_SKIP       ?=
 sanitize_env     = ASAN_OPTIONS=log_path=$(CURDIR)/$(SANLOGS)/asan:detect_leaks=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Fuzz/lsan.supp:print_suppressions=0 \
