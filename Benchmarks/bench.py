@@ -125,12 +125,12 @@ class Proc:
     """A background process of this run; stopped for sure by stop() or at exit."""
     live = []
 
-    def __init__(self, args, port=None, nofile=None, cpu=None, cwd=None):
+    def __init__(self, args, port=None, nofile=None, cpu=None, cwd=None, listen_timeout=10):
         self.args = limited(args, nofile, cpu)
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      cwd=cwd, start_new_session=True)
         Proc.live.append(self)
-        if port is not None and not wait_port(port):
+        if port is not None and not wait_port(port, listen_timeout):
             self.stop()
             raise RuntimeError(f"{' '.join(args)} did not listen on {port}: {self.stderr()}")
 
@@ -345,7 +345,8 @@ backend upstream
                 for traffic in (False, True):
                     out_file = os.path.join(self.work, f"callgrind-{name}-{traffic}")
                     server = Proc(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"]
-                                  + self.echo_server(name, 24151), port=24151)
+                                  + self.echo_server(name, 24151), port=24151,
+                                  listen_timeout=60)   # valgrind starts slowly on a busy machine
                     roundtrips = 0
                     if traffic:
                         out = run([self.loadgen, "pingpong", HOST, "24151", "1", str(seconds), "64"],
