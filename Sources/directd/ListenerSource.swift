@@ -13,10 +13,13 @@ import UVBind
 final class ListenerSource {
     private let group: ListenerGroup
     private let follower: ListenerFollower?
-    /// How it started, for the log.
-    let origin: String
+    /// Where the listeners came from.
+    enum Origin {
+        case plan, serviceManager, following
+    }
+    let origin: Origin
 
-    private init(group: ListenerGroup, follower: ListenerFollower?, origin: String) {
+    private init(group: ListenerGroup, follower: ListenerFollower?, origin: Origin) {
         self.group = group
         self.follower = follower
         self.origin = origin
@@ -29,7 +32,7 @@ final class ListenerSource {
     static func open(_ plan: BindPlan, loop: UnsafeMutablePointer<uv_loop_t>, backlog: Int32,
                      onConnection: @escaping Listener.ConnectionHandler) throws(BindError) -> ListenerSource {
         ListenerSource(group: try ListenerGroup.open(plan, loop: loop, backlog: backlog, onConnection: onConnection),
-                       follower: nil, origin: "bind value")
+                       follower: nil, origin: .plan)
     }
 
     /// Takes over listening sockets handed over by the service manager.
@@ -37,7 +40,7 @@ final class ListenerSource {
                       onConnection: @escaping Listener.ConnectionHandler) throws(BindError) -> ListenerSource {
         let group = try ListenerGroup.adopt(descriptors: sockets.map(\.fd), value: "LISTEN_FDS", loop: loop,
                                            backlog: backlog, onConnection: onConnection)
-        return ListenerSource(group: group, follower: nil, origin: "socket activation")
+        return ListenerSource(group: group, follower: nil, origin: .serviceManager)
     }
 
     /// Follows `settings`' bind value as the network changes; `onChange` hears
@@ -48,7 +51,7 @@ final class ListenerSource {
         let follower = try ListenerFollower(value: settings.bindInterface, port: settings.port, loop: loop,
                                             backlog: settings.backlog, bindToDevice: settings.bindToDevice,
                                             onConnection: onConnection, onChange: onChange)
-        return ListenerSource(group: follower.group, follower: follower, origin: "bind-dynamic")
+        return ListenerSource(group: follower.group, follower: follower, origin: .following)
     }
 
     /// Moves the listeners to `settings` (a reload). On failure nothing changed

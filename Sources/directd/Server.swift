@@ -57,10 +57,10 @@ final class Server: SessionHost {
     private func use(_ source: ListenerSource) {
         self.source = source
         source.notes.forEach { $0.severity == .warning ? Log.warning($0.text) : Log.info($0.text) }
-        if source.origin != "bind-dynamic" {
-            for listener in source.listeners {
-                Log.line("listening on \(listener.address)\(source.origin == "socket activation" ? " (from the service manager)" : "")")
-            }
+        // A follower logs its own changes, the first ones included.
+        guard source.origin != .following else { return }
+        for listener in source.listeners {
+            Log.line("listening on \(listener.address)\(source.origin == .serviceManager ? " (from the service manager)" : "")")
         }
     }
 
