@@ -65,6 +65,7 @@ final class ListenerSource {
         let plan = try BindPlan(value: settings.bindInterface, port: settings.port,
                                 bindToDevice: settings.bindToDevice)
         let changes = try group.reconcile(to: plan)
+        changes.kept.forEach { Log.debug("still listening on \($0.address) (the same socket)") }
         return changes.opened.map { "listening on \($0.address)" }
             + changes.closed.map { "stopped listening on \($0.address) (no longer in the bind value)" }
             + changes.skipped.map(\.text)
