@@ -32,10 +32,6 @@ public final class ListenerGroup {
     private let onConnection: Listener.ConnectionHandler
     public private(set) var isClosed = false
 
-    /// Notes as text, every one meant as a warning, as before notes had a
-    /// severity. Kept for callers not yet moved to `notes`.
-    public var warnings: [String] { notes.map(\.text) }
-
     /// An empty group: nothing listens until `reconcile`.
     public init(loop: UnsafeMutablePointer<uv_loop_t>, backlog: Int32 = 511,
                 onConnection: @escaping Listener.ConnectionHandler) {
@@ -60,7 +56,9 @@ public final class ListenerGroup {
 
     /// A group made of sockets someone else opened and listens on (socket
     /// activation). Every descriptor is checked before any is taken over; if one
-    /// is refused, none is taken and all stay the caller's. `value` names them
+    /// is refused by the checks, none is taken and all stay the caller's. A
+    /// failure after the checks (uv_tcp_open, uv_listen) closes those already
+    /// taken over: they are libuv's by then. `value` names them
     /// in messages ("LISTEN_FDS", say). The group's port is the first socket's.
     public static func adopt(descriptors: [Int32], value: String, loop: UnsafeMutablePointer<uv_loop_t>,
                              backlog: Int32 = 511,

@@ -103,8 +103,13 @@ final class BufferPool {
             waitingHead += 1
             if waiter.resumeAfterWaiting() { room -= 1 }
         }
+        // Drop the woken entries once they are half the queue, so that a queue
+        // that never quite empties (steady pressure) does not grow forever.
         if waitingHead == waiting.count {
             waiting.removeAll(keepingCapacity: waiting.count <= 1024)
+            waitingHead = 0
+        } else if waitingHead > 64, waitingHead * 2 > waiting.count {
+            waiting.removeFirst(waitingHead)
             waitingHead = 0
         }
     }

@@ -5,8 +5,13 @@ struct ConfigError: Error, CustomStringConvertible, ExitCoded {
     /// escaped: whoever prints it (the log, a test, `check`) gets one safe line.
     let description: String
 
-    init(description: String) {
+    /// The file turns direct access off (RustDesk's `direct-server`): at start
+    /// directd refuses to serve, and a reload that reads it stops serving.
+    let turnsDirectAccessOff: Bool
+
+    init(description: String, turnsDirectAccessOff: Bool = false) {
         self.description = LogEscaping.escaped(description)
+        self.turnsDirectAccessOff = turnsDirectAccessOff
     }
 
     var exitStatus: ExitStatus { .config }

@@ -133,9 +133,9 @@ enum ConfigFile {
         case true?: return
         case nil where !required: return
         case nil:
-            throw ConfigError(description: "Config file \(path): direct access is off in that file: it does not set direct-server, and RustDesk turns direct access on only with direct-server = 'Y' (refusing to start)")
+            throw ConfigError(description: "Config file \(path): direct access is off in that file: it does not set direct-server, and RustDesk turns direct access on only with direct-server = 'Y'", turnsDirectAccessOff: true)
         case false?:
-            throw ConfigError(description: "Config file \(path): direct access is off in that file: direct-server is not \"Y\", and RustDesk turns direct access on only with direct-server = 'Y' (refusing to start)")
+            throw ConfigError(description: "Config file \(path): direct access is off in that file: direct-server is not \"Y\", and RustDesk turns direct access on only with direct-server = 'Y'", turnsDirectAccessOff: true)
         }
     }
 

@@ -19,7 +19,7 @@ final class ConfigWatcher {
         let directory: String
         let error: UVError
         var description: String {
-            "cannot watch the config file's directory \(escapingControlCharactersForLog(directory)) for changes: \(error)"
+            "cannot watch the config file's directory \(LogEscaping.escaped(directory)) for changes: \(error)"
         }
     }
 
@@ -80,7 +80,7 @@ final class ConfigWatcher {
     private func event(name: UnsafePointer<CChar>?, status: Int32) {
         guard !isClosed else { return }
         if let error = UVError.check(status) {
-            Log.warning("watching \(escapingControlCharactersForLog(directory)) for config changes: \(error)")
+            Log.warning("watching \(LogEscaping.escaped(directory)) for config changes: \(error)")
             return
         }
         // Linux always names the entry; a platform that does not gets every event.

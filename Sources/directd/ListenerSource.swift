@@ -25,7 +25,7 @@ final class ListenerSource {
         self.origin = origin
     }
 
-    var listeners: [Listener] { group.listeners.filter { !$0.isClosed } }
+    var listeners: [Listener] { group.listeners }
     var notes: [BindNote] { group.notes }
 
     /// Opens every listener of `plan`, all or nothing.

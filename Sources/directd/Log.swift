@@ -65,14 +65,14 @@ enum Log {
         state.detach()
     }
 
-    /// Writes what is buffered, waiting at most `timeout` seconds for standard
-    /// error to take it; what is still left then is counted as dropped. Runs by
-    /// itself at exit (atexit). Returns the number of lines that could not be written.
-    @discardableResult
     /// Writes the "suppressed N similar lines" of the intervals in progress now,
     /// so that a closing line (the final summary) comes after them.
     static func emitSuppressed() { state.emitPendingSummaries() }
 
+    /// Writes what is buffered, waiting at most `timeout` seconds for standard
+    /// error to take it; what is still left then is counted as dropped. Runs by
+    /// itself at exit (atexit). Returns the number of lines that could not be written.
+    @discardableResult
     static func flush(timeout: Double = 1) -> Int {
         state.flush(timeoutMilliseconds: Int(timeout * 1000))
     }

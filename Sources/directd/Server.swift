@@ -139,22 +139,39 @@ final class Server: SessionHost {
         let fresh: Settings
         do {
             fresh = try readSettings()
+        } catch let error as ConfigError where error.turnsDirectAccessOff {
+            // The operator switched the service off, as RustDesk's own option does.
+            Log.warning("\(error): stopping, as on SIGTERM")
+            return lifecycle.stop(signal: nil, grace: settings.grace)
         } catch {
             Log.error("\(error)")
             return Log.warning("reload rejected: still serving as before")
         }
         fresh.warnings.forEach { Log.warning($0) }
-        let (new, refused) = fresh.keepingUnreloadable(from: settings)
+        var (new, refused) = fresh.keepingUnreloadable(from: settings)
+        if source?.origin == .serviceManager {
+            // The sockets belong to the service manager's socket unit: where to
+            // listen changes there, and with a restart, never by binding here.
+            let placed = [AnyOptionSpec(OptionTable.bindInterface), AnyOptionSpec(OptionTable.port)]
+            for option in placed where option.show(new) != option.show(settings) {
+                refused.append(Settings.Change(key: option.name, old: option.show(settings), new: option.show(new),
+                                               reloadable: false))
+                try? option.set(&new, option.show(settings))
+            }
+        }
         for change in refused {
             Log.warning("\(change.key) cannot change while running: keeping \(ConfigText.quoted(change.old)) (restart to use \(ConfigText.quoted(change.new)))")
         }
         let changes = new.changes(from: settings)
-        if let source {
+        if let source, source.origin != .serviceManager {
             do throws(BindError) {
                 try source.reconcile(to: new).forEach { Log.line($0) }
             } catch {
                 Log.error("\(error)")
-                return Log.warning("reload rejected: the listeners are unchanged, still serving as before")
+                gate.listenersChanged(to: source.listeners.count)
+                notifier?.statusChanged()
+                let now = source.listeners.map { "\($0.address)" }.joined(separator: ", ")
+                return Log.warning("reload rejected: still serving as before, listening on \(now.isEmpty ? "nothing" : now)")
             }
             gate.listenersChanged(to: source.listeners.count)
         }

@@ -270,7 +270,7 @@ private final class NotifySocket {
     var reportedFailure = false
 
     init(name: String) throws(Unusable) {
-        displayName = escapingControlCharactersForLog(name)
+        displayName = LogEscaping.escaped(name)
         var path = Array(name.utf8)
         switch path.first {
         case UInt8(ascii: "/"):

@@ -140,6 +140,8 @@ final class Session {
         touch()
         let upstreamStream = HandleStorage.stream(upstream)
         if let proxyProtocol {
+            // Without the client's address there is nothing true to send.
+            guard peer != nil else { return close(reason: "client address unreadable for the PROXY header", reset: true) }
             if let error = sendProxyHeader(proxyProtocol, to: upstreamStream) {
                 return fail(error, side: upstreamStream)
             }

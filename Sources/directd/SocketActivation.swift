@@ -23,7 +23,7 @@ struct InheritedSocket: Equatable, Sendable, CustomStringConvertible {
     /// `fd 3 (directd.socket)`, or `fd 3` when unnamed: how messages name it.
     var label: String {
         guard let name, !name.isEmpty else { return "fd \(fd)" }
-        return "fd \(fd) (\(escapingControlCharactersForLog(name)))"
+        return "fd \(fd) (\(LogEscaping.escaped(name)))"
     }
 
     /// `fd 3 (directd.socket) 127.0.0.1:21118`, with `(IPv4 and IPv6)` for a dual-stack socket.
@@ -64,19 +64,19 @@ enum SocketActivation {
                                   processID: pid_t) throws(SocketActivationError) -> [(fd: Int32, name: String?)]? {
         guard let pidText = environment["LISTEN_PID"] else { return nil }
         guard let pid = pid_t(pidText), pid > 0 else {
-            throw SocketActivationError(description: "LISTEN_PID \"\(escapingControlCharactersForLog(pidText))\" is not a process ID")
+            throw SocketActivationError(description: "LISTEN_PID \"\(LogEscaping.escaped(pidText))\" is not a process ID")
         }
         // Meant for the process that started us (a shell, a wrapper): not ours.
         guard pid == processID, let countText = environment["LISTEN_FDS"] else { return nil }
         guard let count = Int(countText), count >= 0, count <= descriptorLimit else {
-            throw SocketActivationError(description: "LISTEN_FDS \"\(escapingControlCharactersForLog(countText))\" is not a number of descriptors from 0 to \(descriptorLimit)")
+            throw SocketActivationError(description: "LISTEN_FDS \"\(LogEscaping.escaped(countText))\" is not a number of descriptors from 0 to \(descriptorLimit)")
         }
         guard count > 0 else { return nil }
         var names: [String?] = Array(repeating: nil, count: count)
         if let namesText = environment["LISTEN_FDNAMES"] {
             let given = namesText.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
             guard given.count == count else {
-                throw SocketActivationError(description: "LISTEN_FDNAMES \"\(escapingControlCharactersForLog(namesText))\" names \(given.count) descriptor\(given.count == 1 ? "" : "s"), but LISTEN_FDS is \(count)")
+                throw SocketActivationError(description: "LISTEN_FDNAMES \"\(LogEscaping.escaped(namesText))\" names \(given.count) descriptor\(given.count == 1 ? "" : "s"), but LISTEN_FDS is \(count)")
             }
             names = given.map { $0.isEmpty ? nil : $0 }
         }
@@ -100,7 +100,7 @@ enum SocketActivation {
     /// Checks that `fd` is a TCP stream socket over IPv4 or IPv6, already
     /// listening, and reads its address; sets close-on-exec on it.
     static func inspect(fd: Int32, name: String?) throws(SocketActivationError) -> InheritedSocket {
-        let label = name.map { "fd \(fd) (\(escapingControlCharactersForLog($0)))" } ?? "fd \(fd)"
+        let label = name.map { "fd \(fd) (\(LogEscaping.escaped($0)))" } ?? "fd \(fd)"
         func refuse(_ problem: String) -> SocketActivationError {
             SocketActivationError(description: "inherited \(label) \(problem); directd serves only listening TCP sockets")
         }
@@ -159,7 +159,14 @@ enum SocketActivation {
     /// wider than the value or elsewhere, two sockets on one address, and a
     /// listener of the value that no socket provides.
     static func adopt(_ sockets: [InheritedSocket], plan: BindPlan?) throws(SocketActivationError) -> [InheritedSocket] {
-        guard let plan else { return sockets }
+        guard let plan else {
+            // No bind value: the sockets as given, but never one wider than it
+            // looks (an IPv6 wildcard that also takes IPv4).
+            if let wide = sockets.first(where: \.isDualStack) {
+                throw SocketActivationError(description: "\(wide.label) listens on \(wide.address) for IPv4 too (IPV6_V6ONLY is off); set BindIPv6Only=ipv6-only in the socket unit")
+            }
+            return sockets
+        }
         return try adopt(sockets, targets: plan.targets, value: plan.value)
     }
 
@@ -170,7 +177,7 @@ enum SocketActivation {
         let listeners = targets.map { target in
             "\(target.address)\(target.ipv6Only && target.address.ip == .v6(.any) ? " IPv6 only" : "")"
         }
-        let theValue = "the bind value \"\(escapingControlCharactersForLog(value))\" (\(listeners.isEmpty ? "no listener" : listeners.joined(separator: ", ")))"
+        let theValue = "the bind value \"\(LogEscaping.escaped(value))\" (\(listeners.isEmpty ? "no listener" : listeners.joined(separator: ", ")))"
         var problems: [String] = []
         var taken: [Int: InheritedSocket] = [:]
 
@@ -257,23 +264,4 @@ enum SocketActivation {
         init(_ code: Int32) { self.code = code }
         var description: String { String(cString: strerror(code)) }
     }
-}
-
-/// `\n`, `\r`, `\t` and other control characters written as escapes, for any
-/// text from the environment that reaches the log.
-func escapingControlCharactersForLog(_ text: String) -> String {
-    var escaped = ""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\n": escaped += "\\n"
-        case "\r": escaped += "\\r"
-        case "\t": escaped += "\\t"
-        case "\\": escaped += "\\\\"
-        case _ where scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value):
-            escaped += "\\u{\(String(scalar.value, radix: 16))}"
-        default:
-            escaped.unicodeScalars.append(scalar)
-        }
-    }
-    return escaped
 }

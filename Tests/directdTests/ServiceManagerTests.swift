@@ -221,6 +221,64 @@ struct ServiceManagerTests {
         #expect(wide.log.contains("fd 3 listens on 0.0.0.0:\(widePort), wider than the bind value \"127.0.0.1\""),
                 "\(wide.log)")
     }
+
+    /// With sockets from the service manager, a reload never binds by itself:
+    /// no bind value configured, SIGHUP, and still exactly the inherited socket
+    /// listens (no wildcard opened beside it).
+    @Test(.enabled(if: canActivate, "systemd-socket-activate is not installed (Debian: systemd)"))
+    func aReloadUnderSocketActivationNeverBindsItself() throws {
+        let port = try freePort()
+        let activated = try Activated(listen: "127.0.0.1:\(port)", ["--port", "\(port)", "--grace", "0"])
+        let client = try connectOnceListening(port)
+        #expect(client.send([1]) && client.receive(exactly: 1) == [1])
+        kill(activated.pid, SIGHUP)
+        #expect(eventually(within: 5) { activated.log.contains("reloaded: ") }, "\(activated.log)")
+        let sockets = try String(contentsOfFile: "/proc/net/tcp", encoding: .utf8)
+            + (try String(contentsOfFile: "/proc/net/tcp6", encoding: .utf8))
+        let listening = sockets.split(separator: "\n").filter {
+            $0.contains(String(format: ":%04X ", Int(port))) && $0.split(separator: " ").dropFirst(3).first == "0A"
+        }
+        #expect(listening.count == 1 && listening.first?.contains(String(format: "0100007F:%04X", Int(port))) == true,
+                "after the reload: \(listening)")
+        #expect(activated.stop() == 0)
+    }
+
+    /// An IPv6 wildcard socket that also takes IPv4 is wider than it looks: refused
+    /// (78) even when no bind value is configured.
+    @Test(.enabled(if: canActivate && hostHasIPv6Loopback, "systemd-socket-activate or IPv6 missing"))
+    func aDualStackInheritedSocketIsAConfigurationError() throws {
+        let bindv6only = (try? String(contentsOfFile: "/proc/sys/net/ipv6/bindv6only", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        try #require(bindv6only == "0", "the host makes [::] IPv6-only already")
+        let port = try freePort()
+        let activated = try Activated(listen: "[::]:\(port)", ["--port", "\(port)"])
+        _ = try? connectOnceListening(port)
+        #expect(activated.exitStatus(within: 10) == 78, "\(activated.log)")
+        #expect(activated.log.contains("for IPv4 too (IPV6_V6ONLY is off)"), "\(activated.log)")
+    }
+
+    /// RustDesk's switch turned off in a watched RustDesk2.toml: directd stops
+    /// serving (as RustDesk does), instead of keeping the old settings.
+    @Test func directAccessTurnedOffOnReloadStopsServing() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rustdesk-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("RustDesk2.toml").path
+        func write(_ on: String) throws {
+            try "[options]\ndirect-server = '\(on)'\nbind-interface = '127.0.0.1'\ndirect-access-port = '0'\n"
+                .write(toFile: path + ".tmp", atomically: false, encoding: .utf8)
+            rename(path + ".tmp", path)
+        }
+        try write("Y")
+        let daemon = try Daemon(["--config", path, "--watch-config", "--grace", "0"])
+        let port = daemon.port
+        let client = try TCPClient(host: "127.0.0.1", port: port)
+        #expect(client.send([9]) && client.receive(exactly: 1) == [9])
+        try write("N")
+        #expect(daemon.waitForLog("direct access is off in that file"))
+        #expect(daemon.stop(signal: 0, timeout: 10) == 0, "directd stops by itself")
+        #expect(throws: TestFailure.self) { _ = try TCPClient(host: "127.0.0.1", port: port) }
+    }
 }
 
 /// directd started by systemd-socket-activate, spawned and reaped without
