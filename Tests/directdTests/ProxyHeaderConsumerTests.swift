@@ -38,9 +38,9 @@ struct ProxyHeaderConsumerTests {
          SocketAddress(ip: .v6(IPv6Address("2001:db8::1")!), port: 1)),
     ]
 
-    @Test(.enabled(if: nginxAvailable, "nginx or its stream module (nginx-light, libnginx-mod-stream) is not installed"))
-    func nginxStreamReadsTheHeader() throws {
-        let consumer = try Consumer.start(name: "nginx") { directory, port in
+    /// nginx's stream module on 127.0.0.1 and [::1], answering what the header said.
+    static func startNginx() throws -> Consumer {
+        try Consumer.start(name: "nginx") { directory, port in
             try """
             load_module \(Self.nginxStream);
             daemon off;
@@ -58,13 +58,11 @@ struct ProxyHeaderConsumerTests {
             """.write(to: directory.appendingPathComponent("nginx.conf"), atomically: true, encoding: .utf8)
             return [Self.nginx, "-p", directory.path, "-e", "\(directory.path)/error.log", "-c", "\(directory.path)/nginx.conf"]
         }
-        defer { consumer.stop() }
-        try checkEveryCase(consumer, request: [])
     }
 
-    @Test(.enabled(if: haproxyAvailable, "haproxy is not installed"))
-    func haproxyReadsTheHeader() throws {
-        let consumer = try Consumer.start(name: "haproxy") { directory, port in
+    /// haproxy with accept-proxy on 127.0.0.1 and [::1], answering what the header said.
+    static func startHaproxy() throws -> Consumer {
+        try Consumer.start(name: "haproxy") { directory, port in
             try """
             defaults
                 mode http
@@ -79,6 +77,18 @@ struct ProxyHeaderConsumerTests {
             """.write(to: directory.appendingPathComponent("haproxy.cfg"), atomically: true, encoding: .utf8)
             return [Self.haproxy, "-db", "-f", "\(directory.path)/haproxy.cfg"]
         }
+    }
+
+    @Test(.enabled(if: nginxAvailable, "nginx or its stream module (nginx-light, libnginx-mod-stream) is not installed"))
+    func nginxStreamReadsTheHeader() throws {
+        let consumer = try Self.startNginx()
+        defer { consumer.stop() }
+        try checkEveryCase(consumer, request: [])
+    }
+
+    @Test(.enabled(if: haproxyAvailable, "haproxy is not installed"))
+    func haproxyReadsTheHeader() throws {
+        let consumer = try Self.startHaproxy()
         defer { consumer.stop() }
         try checkEveryCase(consumer, request: Array("GET / HTTP/1.0\r\n\r\n".utf8))
     }
@@ -88,40 +98,9 @@ struct ProxyHeaderConsumerTests {
     /// client connected to, for an IPv4 client (from 127.0.0.2) and an IPv6 one.
     @Test(.enabled(if: nginxAvailable && haproxyAvailable, "nginx (with its stream module) or haproxy is not installed"))
     func directdSendsTheClientToRealConsumers() throws {
-        let nginx = try Consumer.start(name: "nginx") { directory, port in
-            try """
-            load_module \(Self.nginxStream);
-            daemon off;
-            worker_processes 1;
-            error_log \(directory.path)/error.log info;
-            pid \(directory.path)/nginx.pid;
-            events { worker_connections 64; }
-            stream {
-                server {
-                    listen 127.0.0.1:\(port) proxy_protocol;
-                    listen [::1]:\(port) proxy_protocol;
-                    return "$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr $proxy_protocol_server_port\\n";
-                }
-            }
-            """.write(to: directory.appendingPathComponent("nginx.conf"), atomically: true, encoding: .utf8)
-            return [Self.nginx, "-p", directory.path, "-e", "\(directory.path)/error.log", "-c", "\(directory.path)/nginx.conf"]
-        }
+        let nginx = try Self.startNginx()
         defer { nginx.stop() }
-        let haproxy = try Consumer.start(name: "haproxy") { directory, port in
-            try """
-            defaults
-                mode http
-                timeout connect 5s
-                timeout client 5s
-                timeout server 5s
-            frontend proxied
-                bind 127.0.0.1:\(port) accept-proxy
-                bind [::1]:\(port) accept-proxy
-                http-request return status 200 content-type text/plain lf-string "%[src] %[src_port] %[dst] %[dst_port]\\n"
-
-            """.write(to: directory.appendingPathComponent("haproxy.cfg"), atomically: true, encoding: .utf8)
-            return [Self.haproxy, "-db", "-f", "\(directory.path)/haproxy.cfg"]
-        }
+        let haproxy = try Self.startHaproxy()
         defer { haproxy.stop() }
         let clients: [(host: String, source: String)] = hostHasIPv6Loopback
             ? [("127.0.0.1", "127.0.0.2"), ("::1", "::1")] : [("127.0.0.1", "127.0.0.2")]
