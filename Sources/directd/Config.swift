@@ -27,6 +27,8 @@ struct Settings {
     /// Seconds open connections get to finish after SIGINT or SIGTERM.
     var grace = 10.0
     var logLevel = LogLevel.info
+    /// How relayed bytes move: splice(2) where it can (auto), always, or copying.
+    var relayMode = RelayMode.auto
     /// Things worth telling the operator that do not stop the start (unknown keys, say).
     var warnings: [String] = []
 
@@ -52,6 +54,11 @@ struct Settings {
         case "max-connections-per-client":
             maxConnectionsPerClient = text.trimmedOfWhitespace == "0" ? 0 : try Self.count(key, text)
         case "memory-limit": memoryLimit = try Self.bytes(key, text)
+        case "relay-mode":
+            guard let mode = RelayMode(rawValue: text.trimmedOfWhitespace) else {
+                throw ConfigError(description: "Invalid relay-mode \"\(text)\": expected one of \(RelayMode.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            relayMode = mode
         case "log-level":
             guard let level = LogLevel(argument: text.trimmedOfWhitespace) else {
                 throw ConfigError(description: "Invalid log-level \"\(text)\": expected one of \(LogLevel.allCases.map { "\($0)" }.joined(separator: ", "))")
@@ -65,7 +72,7 @@ struct Settings {
     static let options = [
         "bind-interface", "direct-access-port", "direct-forward", "whitelist", "max-connections",
         "idle-timeout", "connect-timeout", "write-queue-limit", "grace", "log-level",
-        "max-connections-per-client", "memory-limit",
+        "max-connections-per-client", "memory-limit", "relay-mode",
     ]
 
     private static func count(_ key: String, _ text: String) throws(ConfigError) -> Int {

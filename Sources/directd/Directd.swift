@@ -63,6 +63,9 @@ struct ConfigOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("error, warning, info (the default) or debug.", valueName: "level"))
     var logLevel: String?
 
+    @Option(name: .long, help: ArgumentHelp("How relayed bytes move: auto (the default: splice(2) where the kernel can, else copying), splice or copy.", valueName: "mode"))
+    var relayMode: String?
+
     @Option(name: .long, help: ArgumentHelp("Listen backlog.", valueName: "n"))
     var backlog: Int32 = 511
 
@@ -80,6 +83,7 @@ struct ConfigOptions: ParsableArguments {
             ("connect-timeout", connectTimeout), ("write-queue-limit", writeQueueLimit), ("grace", grace),
             ("log-level", logLevel),
             ("max-connections-per-client", maxConnectionsPerClient), ("memory-limit", memoryLimit),
+            ("relay-mode", relayMode),
         ]
         for case let (key, value?) in flags { try settings.set(key, value) }
         settings.backlog = backlog
@@ -147,7 +151,10 @@ struct Check: ParsableCommand {
         for target in plan.targets {
             print("listen \(target.address)")
         }
-        if let forward = settings.forward { Log.info("relay to \(forward)") }
+        if let forward = settings.forward {
+            Log.info("relay to \(forward)")
+            Log.info(settings.relayMode.explanation)
+        }
     }
 }
 

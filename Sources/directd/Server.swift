@@ -11,6 +11,9 @@ final class Server: SessionHost {
     let pool: BufferPool
     let table = SessionTable()
     let gate: AcceptGate
+    /// Splicing or copying, per relayed connection; its pipe pool is bounded by
+    /// memory-limit like the buffer pool, and its pipes count as descriptors.
+    let relay: RelayStrategy
     private var lifecycle: Lifecycle!
     private var group: ListenerGroup?
     /// Sessions waiting for relay memory, for a rate-limited warning.
@@ -21,6 +24,9 @@ final class Server: SessionHost {
         self.settings = settings
         pool = BufferPool(memoryLimit: settings.memoryLimit)
         gate = AcceptGate(loop: loop)
+        relay = RelayStrategy(mode: settings.relayMode,
+                              pipes: PipePool(limit: Self.pipeLimit(memoryLimit: settings.memoryLimit),
+                                              pipeSize: Self.pipeSize))
         lifecycle = Lifecycle(loop: loop, actions: .init(
             stopAccepting: { [unowned self] in self.stopAccepting() },
             openConnections: { [unowned self] in self.table.count },
@@ -29,6 +35,17 @@ final class Server: SessionHost {
             tick: { [unowned self] now in self.tick(now) }))
         lifecycle.setGrace(settings.grace)
         gate.accept = { [unowned self] listener in self.accept(on: listener) }
+        relay.hasRoom = { [unowned gate] count in gate.hasRoom(for: count) }
+        relay.pipes.hasRoom = relay.hasRoom
+        relay.pipes.descriptorsChanged = { [unowned gate] delta in gate.sessionDescriptorsChanged(by: delta) }
+    }
+
+    /// Bytes a splice pipe holds (`F_SETPIPE_SZ`; 0 keeps the kernel's 64 KiB).
+    static let pipeSize = 0
+    /// Pipes open at most: memory-limit's worth of full pipes (a pipe holds up
+    /// to 64 KiB of kernel memory, as a buffer chunk holds 64 KiB), at least 4.
+    static func pipeLimit(memoryLimit: Int) -> Int {
+        max(memoryLimit / (64 << 10), 4)
     }
 
     /// Opens every listener of the plan (all or nothing) and logs where it listens.
@@ -66,6 +83,7 @@ final class Server: SessionHost {
         }
         if let forward = settings.forward {
             Log.line("relaying every connection to \(forward)")
+            Log.info(settings.relayMode.explanation)
         } else {
             Log.line("serving echo (no direct-forward configured)")
         }
@@ -97,6 +115,7 @@ final class Server: SessionHost {
             return session.close(reason: nil)
         }
         table.insert(session)
+        session.relayStrategy = relay
         Log.info("#\(session.id) opened from \(peer) on \(listener.address)")
         if let forward = settings.forward {
             session.startRelay(to: forward)

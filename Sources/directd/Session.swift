@@ -45,6 +45,8 @@ final class Session {
     private(set) var lastActivity: UInt64
     /// Descriptors held now: sockets, and whatever the directions hold.
     private(set) var descriptors = 0
+    /// Makes a relay's directions (splicing or copying); nil copies.
+    var relayStrategy: RelayStrategy?
 
     /// Descriptors a new session may need: the client's socket, and the
     /// upstream's for a relay. The accept gate checks room for this many.
@@ -136,8 +138,9 @@ final class Session {
         uv_tcp_nodelay(upstream, 1)
         touch()
         let upstreamStream = HandleStorage.stream(upstream)
-        start([CopyDirection(session: self, source: clientStream, sink: upstreamStream),
-               CopyDirection(session: self, source: upstreamStream, sink: clientStream)])
+        start(relayStrategy?.directions(for: self, client: clientStream, upstream: upstreamStream)
+              ?? [CopyDirection(session: self, source: clientStream, sink: upstreamStream),
+                  CopyDirection(session: self, source: upstreamStream, sink: clientStream)])
     }
 
     private func start(_ directions: [any RelayDirection]) {
@@ -147,6 +150,14 @@ final class Session {
         for direction in directions {
             if let error = direction.start() { return fail(error, side: direction.source) }
         }
+    }
+
+    /// A direction hands over to another mid-stream (a splice direction that
+    /// falls back to copying); the new one starts at once.
+    func replace(_ old: any RelayDirection, with new: any RelayDirection) {
+        guard !isClosed, let index = directions.firstIndex(where: { $0 === old }) else { return }
+        directions[index] = new
+        if let error = new.start() { fail(error, side: new.source) }
     }
 
     /// The direction that reads from `stream` (each stream is read by one).
