@@ -56,6 +56,7 @@ final class RelayStrategy {
             clientSocket.close()
         }
         // Descriptors are short (or the mode is copy): copying needs none.
+        if mode != .copy { Log.debug("#\(session.id): copying: descriptors short for splicing") }
         return [CopyDirection(session: session, source: client, sink: upstream),
                 CopyDirection(session: session, source: upstream, sink: client)]
     }

@@ -58,6 +58,10 @@ final class SpliceDirection: RelayDirection {
     /// a kernel that cannot splice these sockets.
     private var splicedOnce = false
     private var stopped = false
+    /// The last splice from the source moved less than `smallRead`: the socket
+    /// very likely has nothing more, and the level-triggered poll says if it has.
+    private var lastReadWasSmall = false
+    private static let smallRead = 4096
 
     /// Bytes asked of one splice into the pipe: more than any pipe holds, so the
     /// pipe's room (or the bytes the socket has) is what limits it.
@@ -113,6 +117,14 @@ final class SpliceDirection: RelayDirection {
                 if sent > 0 {
                     inPipe -= sent
                     if inPipe > 0 { continue }
+                    if lastReadWasSmall, !sourceEnded {
+                        // A small read (an interactive message) had taken all
+                        // the socket held: wait for the next instead of asking
+                        // once more only to hear EAGAIN. This keeps a round trip
+                        // at two system calls, as copying costs.
+                        releasePipe()
+                        return waitForSource()
+                    }
                 } else {
                     let error = errno
                     if sent < 0, error == EAGAIN { return waitForSink() }
@@ -127,6 +139,7 @@ final class SpliceDirection: RelayDirection {
             let read = spliceIn()
             if read > 0 {
                 inPipe = read
+                lastReadWasSmall = read < Self.smallRead
                 bytesMoved += UInt64(read)
                 splicedOnce = true
                 session.touch()

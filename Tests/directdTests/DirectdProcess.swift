@@ -63,7 +63,8 @@ final class Daemon {
 
     /// Starts directd and waits (bounded) until it says it serves, or exits.
     /// `prefix` runs it through another program (prlimit, say).
-    init(_ arguments: [String], prefix: [String] = []) throws {
+    /// `environment`: variables added to the test's own (test hooks, say).
+    init(_ arguments: [String], prefix: [String] = [], environment: [String: String] = [:]) throws {
         log = FileManager.default.temporaryDirectory.appendingPathComponent("directd-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: prefix.first ?? directdPath)
@@ -71,6 +72,9 @@ final class Daemon {
         process.standardError = try FileHandle(forWritingTo: log)
         process.standardOutput = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         try process.run()
         let deadline = Date().addingTimeInterval(20)
         func serving() -> Bool { logText.contains("serving echo") || logText.contains("relaying every connection") }
