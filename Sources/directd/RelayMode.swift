@@ -29,34 +29,22 @@ enum RelayMode: String, CaseIterable, CustomStringConvertible {
 final class RelayStrategy {
     let mode: RelayMode
     let pipes: PipePool
-    /// Whether the process may open `count` more descriptors (the accept gate's budget).
-    var hasRoom: (Int) -> Bool = { _ in true }
-
     init(mode: RelayMode, pipes: PipePool) {
         self.mode = mode
         self.pipes = pipes
     }
 
-    /// Descriptors a spliced connection takes beyond its two sockets: a
-    /// duplicate of each, and (while bytes flow) a pipe per direction.
-    static let spliceDescriptors = 2 + 4
-
+    /// The two directions of a relayed session. A spliced connection holds no
+    /// more descriptors than a copying one until bytes flow; its pipes (and a
+    /// duplicate of a full sink) are taken from the pool as they are needed,
+    /// and a direction that cannot have them copies instead.
     func directions(for session: Session, client: UnsafeMutablePointer<uv_stream_t>,
                     upstream: UnsafeMutablePointer<uv_stream_t>) -> [any RelayDirection] {
-        if mode != .copy, hasRoom(Self.spliceDescriptors),
-           let clientSocket = SplicedSocket(loop: session.loop, stream: client) {
-            if let upstreamSocket = SplicedSocket(loop: session.loop, stream: upstream) {
-                return [
-                    SpliceDirection(session: session, source: client, sink: upstream,
-                                    input: clientSocket, output: upstreamSocket, pipes: pipes, mode: mode),
-                    SpliceDirection(session: session, source: upstream, sink: client,
-                                    input: upstreamSocket, output: clientSocket, pipes: pipes, mode: mode),
-                ]
-            }
-            clientSocket.close()
+        if mode != .copy,
+           let toUpstream = SpliceDirection(session: session, source: client, sink: upstream, pipes: pipes, mode: mode),
+           let toClient = SpliceDirection(session: session, source: upstream, sink: client, pipes: pipes, mode: mode) {
+            return [toUpstream, toClient]
         }
-        // Descriptors are short (or the mode is copy): copying needs none.
-        if mode != .copy { Log.debug("#\(session.id): copying: descriptors short for splicing") }
         return [CopyDirection(session: session, source: client, sink: upstream),
                 CopyDirection(session: session, source: upstream, sink: client)]
     }

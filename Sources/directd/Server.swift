@@ -35,8 +35,7 @@ final class Server: SessionHost {
             tick: { [unowned self] now in self.tick(now) }))
         lifecycle.setGrace(settings.grace)
         gate.accept = { [unowned self] listener in self.accept(on: listener) }
-        relay.hasRoom = { [unowned gate] count in gate.hasRoom(for: count) }
-        relay.pipes.hasRoom = relay.hasRoom
+        relay.pipes.hasRoom = { [unowned gate] count in gate.hasRoom(for: count) }
         relay.pipes.descriptorsChanged = { [unowned gate] delta in gate.sessionDescriptorsChanged(by: delta) }
     }
 

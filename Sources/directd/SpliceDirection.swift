@@ -10,24 +10,30 @@ import UVBind
 ///
 /// **How the sockets are watched.** libuv has no splice API, and it allows one
 /// watcher per descriptor: the connection's `uv_tcp_t` handles own the socket
-/// descriptors, and libuv registers them in epoll whenever a read or a write is
-/// pending on them. A spliced connection therefore never starts a read or a
-/// write on its TCP handles; each socket is instead watched through a `dup()` of
-/// its descriptor with a `uv_poll_t` (`SplicedSocket`). epoll keys its
-/// registrations by descriptor number and open file, so the duplicate is a
-/// registration of its own: libuv's watcher for the original stays idle
-/// (or, once a direction falls back to copying, works beside it without either
-/// disturbing the other). Closing stays with the session: `stop()` closes the
-/// duplicates first, so that the TCP handle's close (with `SO_LINGER` 0 when
-/// the stream was cut) is the last reference to the socket, and the reset goes
-/// out as it does on the copy path. The price is one more descriptor per
-/// socket, which the descriptor budget counts.
+/// descriptors and their epoll registrations. So each side is watched the way
+/// that does not fight them:
+/// - *The source, for bytes to read,* through its own TCP handle:
+///   `uv_read_start` with an allocator that hands libuv no buffer. libuv then
+///   reads nothing and calls back with `UV_ENOBUFS` whenever the socket is
+///   readable (or has hung up, or failed): that callback is the readiness
+///   event, and the direction splices from the descriptor. libuv's watcher
+///   stays the only one on that descriptor, and it costs nothing extra.
+/// - *The sink, for room to write,* which libuv can only report for a write it
+///   holds itself, through a `dup()` of the sink's descriptor watched by a
+///   `uv_poll_t` (`SinkWatcher`). epoll keys registrations by descriptor number
+///   and open file, so the duplicate is a registration of its own beside the
+///   TCP handle's. It is made only when the sink is full, and closed with the
+///   pipe when the direction goes idle: an idle connection holds two
+///   descriptors, as a copying one does.
+/// Closing stays with the session: `stop()` closes the duplicate first, so that
+/// the TCP handle's close (with `SO_LINGER` 0 when the stream was cut) is the
+/// socket's last reference, and a reset goes out as on the copy path.
 ///
-/// **Backpressure.** The pipe bounds what is held: a direction splices into its
-/// pipe only when the pipe is empty, and while the pipe holds bytes that the
-/// sink does not take, it stops watching the source and watches the sink for
-/// room instead. The pipe goes back to the pool as soon as it is empty and the
-/// source has nothing more, so an idle connection holds no pipe.
+/// **Backpressure.** The pipe bounds what is held: the direction splices into
+/// its pipe only when the pipe is empty, and while the pipe holds bytes that
+/// the sink does not take, it stops reading the source and watches the sink
+/// for room instead. The pipe goes back to the pool as soon as it is empty and
+/// the source has nothing more, so an idle connection holds no pipe.
 ///
 /// **Ends.** The source's EOF (splice returns 0) becomes `shutdown(SHUT_WR)` of
 /// the sink once the pipe is empty; the socket sends its FIN after every byte
@@ -40,26 +46,28 @@ final class SpliceDirection: RelayDirection {
     unowned(unsafe) let session: Session
     let source: UnsafeMutablePointer<uv_stream_t>
     let sink: UnsafeMutablePointer<uv_stream_t>
-    /// The source's socket (this direction reads it) and the sink's (it writes it).
-    private let input: SplicedSocket
-    private let output: SplicedSocket
+    /// The sockets' descriptors (owned by their TCP handles).
+    private let sourceDescriptor: Int32
+    private let sinkDescriptor: Int32
     private let pipes: PipePool
     private let mode: RelayMode
     private var pipe: PipePool.Pipe?
     /// Bytes in the pipe now.
     private var inPipe = 0
+    /// Watches the sink for room while it is full (and until the next idle).
+    private var sinkWatcher: SinkWatcher?
+    private var reading = false
     private(set) var bytesMoved: UInt64 = 0
     private(set) var finished = false
-    /// The duplicate of its source's descriptor (each socket's duplicate is
-    /// counted once, by the direction that reads it); pipes are counted by the pool.
-    let descriptorsUsed = 1
+    /// Pipes and sink watchers are counted by the pool, as they come and go.
+    let descriptorsUsed = 0
     private var sourceEnded = false
     /// A splice from the source has worked: from then on EINVAL is an error, not
     /// a kernel that cannot splice these sockets.
     private var splicedOnce = false
     private var stopped = false
     /// The last splice from the source moved less than `smallRead`: the socket
-    /// very likely has nothing more, and the level-triggered poll says if it has.
+    /// very likely has nothing more, and the level-triggered watcher says if it has.
     private var lastReadWasSmall = false
     private static let smallRead = 4096
 
@@ -71,35 +79,42 @@ final class SpliceDirection: RelayDirection {
     private static let roundsPerEvent = 16
     private static let flags = UInt32(CUV_SPLICE_F_MOVE | CUV_SPLICE_F_NONBLOCK)
 
-    init(session: Session, source: UnsafeMutablePointer<uv_stream_t>, sink: UnsafeMutablePointer<uv_stream_t>,
-         input: SplicedSocket, output: SplicedSocket, pipes: PipePool, mode: RelayMode) {
+    /// nil when a handle has no descriptor (it cannot then be spliced).
+    init?(session: Session, source: UnsafeMutablePointer<uv_stream_t>, sink: UnsafeMutablePointer<uv_stream_t>,
+          pipes: PipePool, mode: RelayMode) {
+        var from: uv_os_fd_t = -1, to: uv_os_fd_t = -1
+        guard uv_fileno(HandleStorage.base(source), &from) == 0,
+              uv_fileno(HandleStorage.base(sink), &to) == 0 else { return nil }
         self.session = session
         self.source = source
         self.sink = sink
-        self.input = input
-        self.output = output
+        sourceDescriptor = from
+        sinkDescriptor = to
         self.pipes = pipes
         self.mode = mode
-        input.reader = self
-        output.writer = self
     }
 
     func start() -> UVError? {
-        input.watch(readable: true)
+        waitForSource()
     }
 
-    /// The session is closing: stop watching, close both duplicates (before the
-    /// TCP handles close, so that their close is the socket's last reference),
-    /// and let the pipe go. A pipe that still holds bytes is destroyed.
+    /// The session is closing: stop watching, close the sink's duplicate (before
+    /// the TCP handles close, so that their close is the socket's last
+    /// reference), and let the pipe go. A pipe that still holds bytes is destroyed.
     func stop() {
         guard !stopped else { return }
         stopped = true
-        input.close()
-        output.close()
+        if reading { uv_read_stop(source) }
         releasePipe()
     }
 
+    /// Gives the pipe back (destroyed if it holds bytes) and closes the sink watcher.
     private func releasePipe() {
+        if let sinkWatcher {
+            sinkWatcher.close()
+            self.sinkWatcher = nil
+            pipes.descriptorsChanged(-1)
+        }
         guard let pipe else { return }
         self.pipe = nil
         if inPipe == 0 { pipes.give(pipe) } else { pipes.destroy(pipe) }
@@ -108,22 +123,23 @@ final class SpliceDirection: RelayDirection {
 
     /// Moves what there is: drains the pipe into the sink, refills it from the
     /// source, until one side would block. Called when the source is readable
-    /// or the sink writable.
+    /// or the sink has room.
     func pump() {
         for _ in 0..<Self.roundsPerEvent {
             guard !stopped, !session.isClosed else { return }
             if inPipe > 0 {
-                let sent = splice(pipe!.readEnd, nil, output.descriptor, nil, inPipe, Self.flags)
+                let sent = splice(pipe!.readEnd, nil, sinkDescriptor, nil, inPipe, Self.flags)
                 if sent > 0 {
                     inPipe -= sent
                     if inPipe > 0 { continue }
                     if lastReadWasSmall, !sourceEnded {
                         // A small read (an interactive message) had taken all
-                        // the socket held: wait for the next instead of asking
-                        // once more only to hear EAGAIN. This keeps a round trip
-                        // at two system calls, as copying costs.
+                        // the socket held: wait for the next event instead of
+                        // asking once more only to hear EAGAIN. This keeps a
+                        // message at two system calls, as copying costs.
                         releasePipe()
-                        return waitForSource()
+                        _ = waitForSource()
+                        return
                     }
                 } else {
                     let error = errno
@@ -133,7 +149,8 @@ final class SpliceDirection: RelayDirection {
             }
             if sourceEnded { return endOfSource() }
             if pipe == nil {
-                guard let taken = pipes.take() else { return handOverToCopying(reason: nil) }
+                // Room for the pipe and for a sink watcher, should the sink fill.
+                guard pipes.hasRoom(3), let taken = pipes.take() else { return handOverToCopying(reason: nil) }
                 pipe = taken
             }
             let read = spliceIn()
@@ -150,7 +167,8 @@ final class SpliceDirection: RelayDirection {
                 if error == EAGAIN {
                     // The source has nothing more for now: the pipe is empty, back it goes.
                     releasePipe()
-                    return waitForSource()
+                    _ = waitForSource()
+                    return
                 }
                 if !splicedOnce, error == EINVAL || error == ENOSYS {
                     return kernelRefused(error)
@@ -160,7 +178,7 @@ final class SpliceDirection: RelayDirection {
         }
         // Out of rounds: stay registered for whichever side is next; the
         // level-triggered event comes back on the loop's next turn.
-        if inPipe > 0 { waitForSink() } else { waitForSource() }
+        if inPipe > 0 { waitForSink() } else { _ = waitForSource() }
     }
 
     @inline(__always)
@@ -169,27 +187,50 @@ final class SpliceDirection: RelayDirection {
             errno = EINVAL
             return -1
         }
-        return splice(input.descriptor, nil, pipe!.writeEnd, nil, Self.spliceLength, Self.flags)
+        return splice(sourceDescriptor, nil, pipe!.writeEnd, nil, Self.spliceLength, Self.flags)
     }
 
+    /// Reads nothing, but is told when the source is readable (see the type's comment).
+    private func waitForSource() -> UVError? {
+        if let sinkWatcher, let error = sinkWatcher.watch(false) { return error }
+        guard !reading else { return nil }
+        reading = true
+        let error = UVError.check(uv_read_start(source, { _, _, buf in
+            buf!.pointee = uv_buf_init(nil, 0)   // no buffer: libuv reads nothing
+        }, { stream, nread, _ in
+            // UV_ENOBUFS: readable. libuv reads nothing here, so it can report nothing else.
+            HandleStorage.withOwner(of: stream, as: Session.self) { session in
+                unsafeDowncast(session.direction(readingFrom: stream!), to: SpliceDirection.self).pump()
+            }
+        }))
+        if let error { session.fail(error, side: source) }
+        return error
+    }
+
+    /// The sink is full: stop reading the source, watch the sink for room.
     private func waitForSink() {
-        if let error = input.watch(readable: false) ?? output.watch(writable: true) {
-            session.fail(error, side: sink)
+        if reading {
+            reading = false
+            uv_read_stop(source)
         }
-    }
-
-    private func waitForSource() {
-        if let error = output.watch(writable: false) ?? input.watch(readable: true) {
-            session.fail(error, side: source)
+        if sinkWatcher == nil {
+            guard let watcher = SinkWatcher(loop: session.loop, descriptor: sinkDescriptor, direction: self) else {
+                return session.fail(UVError(-errno), side: sink)
+            }
+            sinkWatcher = watcher
+            pipes.descriptorsChanged(1)
         }
+        if let error = sinkWatcher!.watch(true) { session.fail(error, side: sink) }
     }
 
     /// The source sent FIN and the pipe is empty: pass it on.
     private func endOfSource() {
+        if reading {
+            reading = false
+            uv_read_stop(source)
+        }
         releasePipe()
-        _ = input.watch(readable: false)
-        _ = output.watch(writable: false)
-        if shutdown(output.descriptor, Int32(SHUT_WR)) != 0 {
+        if shutdown(sinkDescriptor, Int32(SHUT_WR)) != 0 {
             return session.fail(UVError(-errno), side: sink)
         }
         finished = true
@@ -211,17 +252,14 @@ final class SpliceDirection: RelayDirection {
     /// Only called with an empty pipe, so no byte is left behind or reordered.
     private func handOverToCopying(reason: String?) {
         Log.debug("#\(session.id): copying \(source == session.clientStream ? "from the client" : "from the upstream"): \(reason ?? "no pipe free (pool limit or descriptors)")")
-        stopped = true
-        releasePipe()
-        input.leave(reader: self)
-        output.leave(writer: self)
+        stop()
         session.replace(self, with: CopyDirection(session: session, source: source, sink: sink, alreadyMoved: bytesMoved))
     }
 
-    /// The poll handle reported an error for one of this direction's sockets.
-    fileprivate func failed(_ error: UVError, socket: SplicedSocket) {
+    /// The sink watcher reported an error.
+    fileprivate func sinkFailed(_ error: UVError) {
         guard !stopped else { return }
-        session.fail(error, side: socket === input ? source : sink)
+        session.fail(error, side: sink)
     }
 
     /// Test hook, read once: with `DIRECTD_TEST_SPLICE_EINVAL=1` in the
@@ -231,29 +269,19 @@ final class SpliceDirection: RelayDirection {
     static let failFirstSpliceForTests: Bool = getenv("DIRECTD_TEST_SPLICE_EINVAL").map { String(cString: $0) == "1" } ?? false
 }
 
-/// One socket of a spliced connection, watched through a duplicate of its
-/// descriptor with a `uv_poll_t` (see `SpliceDirection` for why). Shared by the
-/// connection's two directions: one reads this socket, the other writes it.
-final class SplicedSocket {
-    /// The duplicate: splices use it, the poll handle watches it.
-    let descriptor: Int32
+/// A full sink, watched for room through a duplicate of its descriptor with a
+/// `uv_poll_t` (see `SpliceDirection` for why a duplicate).
+final class SinkWatcher {
+    private let descriptor: Int32
     private let poll: UnsafeMutablePointer<uv_poll_t>
-    /// The direction that reads this socket, and the one that writes it, while
-    /// they splice (strong: the poll handle keeps this object alive until its
-    /// close callback, and `close` drops both).
-    fileprivate var reader: SpliceDirection?
-    fileprivate var writer: SpliceDirection?
-    private var readable = false
-    private var writable = false
-    private var polling: Int32 = 0
-    private(set) var isClosed = false
+    /// Cleared at close; the direction outlives its watcher's use (the session
+    /// keeps it until the handles' close callbacks).
+    private unowned(unsafe) var direction: SpliceDirection?
+    private var watching = false
+    private var isClosed = false
 
-    /// Duplicates `stream`'s descriptor and makes its poll handle; nil when a
-    /// descriptor or the handle cannot be had (the caller copies instead).
-    init?(loop: UnsafeMutablePointer<uv_loop_t>, stream: UnsafeMutablePointer<uv_stream_t>) {
-        var fd: uv_os_fd_t = -1
-        guard uv_fileno(HandleStorage.base(stream), &fd) == 0 else { return nil }
-        descriptor = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+    init?(loop: UnsafeMutablePointer<uv_loop_t>, descriptor sink: Int32, direction: SpliceDirection) {
+        descriptor = fcntl(sink, F_DUPFD_CLOEXEC, 0)
         guard descriptor >= 0 else { return nil }
         poll = HandleStorage.allocate(uv_poll_t.self)
         guard uv_poll_init_socket(loop, poll, descriptor) == 0 else {
@@ -261,44 +289,30 @@ final class SplicedSocket {
             Glibc.close(descriptor)
             return nil
         }
+        self.direction = direction
         HandleStorage.attach(self, to: poll)
     }
 
-    func watch(readable: Bool) -> UVError? {
-        self.readable = readable
-        return update()
-    }
-
-    func watch(writable: Bool) -> UVError? {
-        self.writable = writable
-        return update()
-    }
-
-    /// Starts, changes or stops the poll only when the events change: each
-    /// change costs an epoll_ctl on the loop's next turn.
-    private func update() -> UVError? {
-        guard !isClosed else { return nil }
-        let events = (readable ? Int32(UV_READABLE.rawValue) : 0) | (writable ? Int32(UV_WRITABLE.rawValue) : 0)
-        guard events != polling else { return nil }
-        polling = events
-        if events == 0 { return UVError.check(uv_poll_stop(poll)) }
-        return UVError.check(uv_poll_start(poll, events) { handle, status, events in
-            HandleStorage.withOwner(of: handle, as: SplicedSocket.self) { $0.ready(status, events) }
+    /// Starts or stops watching for room; nothing when unchanged (each change
+    /// costs an epoll_ctl on the loop's next turn).
+    func watch(_ on: Bool) -> UVError? {
+        guard on != watching, !isClosed else { return nil }
+        watching = on
+        guard on else { return UVError.check(uv_poll_stop(poll)) }
+        return UVError.check(uv_poll_start(poll, Int32(UV_WRITABLE.rawValue)) { handle, status, _ in
+            HandleStorage.withOwner(of: handle, as: SinkWatcher.self) { $0.ready(status) }
         })
     }
 
-    private func ready(_ status: Int32, _ events: Int32) {
+    private func ready(_ status: Int32) {
+        guard !isClosed, let direction else { return }
         if status < 0 {
             // libuv reports a socket error (EPOLLERR) as UV_EBADF and stops the
             // handle; the socket's own error (a reset, say) is the one to tell.
-            polling = 0
-            (reader ?? writer)?.failed(pendingError() ?? UVError(status), socket: self)
-            return
+            watching = false
+            return direction.sinkFailed(pendingError() ?? UVError(status))
         }
-        // A hang-up or an error shows as readable: the splice reports what it was.
-        let readEvents = Int32(UV_READABLE.rawValue) | Int32(UV_DISCONNECT.rawValue)
-        if readable, events & readEvents != 0, let reader { reader.pump() }
-        if writable, !isClosed, events & Int32(UV_WRITABLE.rawValue) != 0, let writer { writer.pump() }
+        direction.pump()
     }
 
     /// The socket's pending error (SO_ERROR), if any.
@@ -309,24 +323,13 @@ final class SplicedSocket {
         return UVError(-error)
     }
 
-    fileprivate func leave(reader direction: SpliceDirection) {
-        if reader === direction { reader = nil; _ = watch(readable: false) }
-        if reader == nil, writer == nil { close() }
-    }
-
-    fileprivate func leave(writer direction: SpliceDirection) {
-        if writer === direction { writer = nil; _ = watch(writable: false) }
-        if reader == nil, writer == nil { close() }
-    }
-
     /// Stops watching and closes the duplicate. `uv_close` takes the
     /// descriptor out of epoll at once (the handle's memory goes in its close
     /// callback), so closing the duplicate right after is safe.
     func close() {
         guard !isClosed else { return }
         isClosed = true
-        reader = nil
-        writer = nil
+        direction = nil
         HandleStorage.close(poll)
         Glibc.close(descriptor)
     }
