@@ -6,7 +6,7 @@ here and stopped here. Scenarios run every system in turn (A B C A B C ...) for
 several rounds, and report medians with min-max, as ratios measured in this run:
 
 1. relay throughput (iperf3 through each relay; "direct" is iperf3 alone; directd
-   twice, splicing and copying; haproxy twice, copying and splicing),
+   in each relay mode; haproxy twice, copying and splicing),
    single stream, reverse, 4 streams, with the relay's CPU time per GB;
 2. relay latency (sockperf ping-pong, 64-byte messages, full round trip);
 3. echo round trips per second: directd's echo against the C echo, unpinned and
@@ -35,11 +35,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = "127.0.0.1"
 # Listening ports stay below Linux's ephemeral range (32768-60999), so that no
 # outgoing connection of an earlier scenario can hold one.
-# directd runs twice: splicing (its default, relay-mode auto) and copying.
+# directd runs three times: relay-mode auto (the default: small messages
+# copied, bulk spliced), splice and copy.
 # haproxy-splice is haproxy with `option splice-request` and `option
 # splice-response` (splice-auto did not splice here), at most 4000 connections.
-RELAYS = ["directd-splice", "directd-copy", "c-baseline", "socat", "nginx", "haproxy", "haproxy-splice"]
-OURS = "directd-splice"
+RELAYS = ["directd-auto", "directd-splice", "directd-copy", "c-baseline", "socat", "nginx", "haproxy", "haproxy-splice"]
+OURS = "directd-auto"
 HAPROXY_SPLICE_MAXCONN = 4000
 
 
