@@ -33,6 +33,7 @@ final class PipePool {
     /// Pipes open at most, in use and free.
     let limit: Int
     /// Bytes a pipe holds (`F_SETPIPE_SZ`); 0 keeps the kernel's default (64 KiB).
+    /// An empty pipe holds no pages, whatever its size.
     let pipeSize: Int
     private let keep: Int
     private var free: [Pipe] = []

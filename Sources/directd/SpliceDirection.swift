@@ -77,7 +77,7 @@ final class SpliceDirection: RelayDirection {
     /// One buffer for every direction's small messages: the loop is one thread,
     /// and a message leaves it before the next is read.
     nonisolated(unsafe) private static let scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchSize, alignment: 64)
-    private static let scratchSize = 16 << 10
+    private static let scratchSize = 8 << 10
 
     /// Bytes asked of one splice into the pipe: more than any pipe holds, so the
     /// pipe's room (or the bytes the socket has) is what limits it.
@@ -198,7 +198,7 @@ final class SpliceDirection: RelayDirection {
     /// `auto`, after a small read: measured, a 64-byte round trip is faster
     /// with `recv` and `send` than with two splices (which allocate pipe
     /// buffers for every message), so the next message is copied through one
-    /// shared 16 KiB buffer. What the sink does not take at once goes into the
+    /// shared 8 KiB buffer. What the sink does not take at once goes into the
     /// (empty) pipe, in order, and drains from there like spliced bytes. A read
     /// that fills the buffer is bulk: the reads after it splice. Returns true to
     /// go on pumping.
@@ -231,7 +231,8 @@ final class SpliceDirection: RelayDirection {
             sent = 0
         }
         if sent < got {
-            // An empty pipe holds at least 64 KiB: the rest fits in one write.
+            // An empty pipe takes at least 8 KiB (two pages, even past the
+            // user's pipe-user-pages-soft): the rest fits in one write.
             let queued = write(pipe!.writeEnd, Self.scratch + sent, got - sent)
             guard queued == got - sent else {
                 session.fail(UVError(-(queued < 0 ? errno : EIO)), side: sink)
