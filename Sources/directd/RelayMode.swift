@@ -3,7 +3,8 @@ import UVBind
 
 /// How relayed bytes move (`relay-mode`).
 enum RelayMode: String, CaseIterable, CustomStringConvertible {
-    /// splice(2) where the kernel can, copying where it cannot (the default).
+    /// splice(2) for bulk, copying for small messages (a round trip is faster
+    /// copied), and copying where the kernel cannot splice (the default).
     case auto
     /// splice(2); a connection whose sockets the kernel cannot splice fails.
     case splice
@@ -15,7 +16,7 @@ enum RelayMode: String, CaseIterable, CustomStringConvertible {
     /// What the start-up log and `directd check` say.
     var explanation: String {
         switch self {
-        case .auto: "relay mode auto: splice(2) through pooled pipes, copying where the kernel cannot splice or descriptors are short"
+        case .auto: "relay mode auto: bulk through splice(2) and pooled pipes, small messages copied; copying where the kernel cannot splice or descriptors are short"
         case .splice: "relay mode splice: splice(2) through pooled pipes (copying only where descriptors are short)"
         case .copy: "relay mode copy: through pooled user-space buffers"
         }

@@ -238,6 +238,21 @@ struct SpliceTests {
         upstream.stop()
     }
 
+    @Test func relayModeIsCheckedAndReported() throws {
+        let auto = try runDirectd(["check", "--bind-interface", "127.0.0.1", "--forward", "127.0.0.1:9"])
+        #expect(auto.status == 0)
+        #expect(auto.stderr.contains("relay mode auto: bulk through splice(2)"), "\(auto.stderr)")
+        let copy = try runDirectd(["check", "--bind-interface", "127.0.0.1", "--forward", "127.0.0.1:9", "--relay-mode", "copy"])
+        #expect(copy.stderr.contains("relay mode copy: through pooled user-space buffers"), "\(copy.stderr)")
+        let wrong = try runDirectd(["check", "--relay-mode", "fast"])
+        #expect(wrong.status == 78)
+        #expect(wrong.stderr.contains("Invalid relay-mode \"fast\": expected one of auto, splice, copy"), "\(wrong.stderr)")
+        let daemon = try Daemon(["--bind-interface", "127.0.0.1", "--port", "0", "--forward", "127.0.0.1:9",
+                                 "--relay-mode", "splice"])
+        #expect(daemon.logText.contains("relay mode splice: splice(2) through pooled pipes"), "\(daemon.logText)")
+        daemon.stop()
+    }
+
     /// strace's call counts for a 32 MiB round trip through the relay.
     func syscallCounts(mode: String) throws -> [String: Int] {
         let upstream = try TestServer(behaviour: Behaviour.echo)
