@@ -39,8 +39,6 @@ final class PipePool {
     private var free: [Pipe] = []
     /// Pipes open now, in use and free.
     private(set) var open = 0
-    /// Pipes made since start, for the tests and the summary.
-    private(set) var created = 0
     /// Whether the process may open `count` more descriptors (the accept gate's budget).
     var hasRoom: (Int) -> Bool = { _ in true }
     /// Told of every pipe opened (+2) or closed (-2): pipes count against the
@@ -73,7 +71,6 @@ final class PipePool {
             _ = fcntl(ends.1, CUV_F_SETPIPE_SZ, Int32(pipeSize))
         }
         open += 1
-        created += 1
         descriptorsChanged(2)
         return Pipe(readEnd: ends.0, writeEnd: ends.1)
     }
@@ -93,9 +90,6 @@ final class PipePool {
         open -= 1
         descriptorsChanged(-2)
     }
-
-    /// Free pipes now.
-    var freeCount: Int { free.count }
 
     private static func close(_ pipe: Pipe) {
         Glibc.close(pipe.readEnd)
