@@ -5,7 +5,8 @@ Everything runs on this machine over loopback (127.0.0.1), each process started
 here and stopped here. Scenarios run every system in turn (A B C A B C ...) for
 several rounds, and report medians with min-max, as ratios measured in this run:
 
-1. relay throughput (iperf3 through each relay; "direct" is iperf3 alone),
+1. relay throughput (iperf3 through each relay; "direct" is iperf3 alone; directd
+   in each relay mode; haproxy twice, copying and splicing),
    single stream, reverse, 4 streams, with the relay's CPU time per GB;
 2. relay latency (sockperf ping-pong, 64-byte messages, full round trip);
 3. echo round trips per second: directd's echo against the C echo, unpinned and
@@ -34,7 +35,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = "127.0.0.1"
 # Listening ports stay below Linux's ephemeral range (32768-60999), so that no
 # outgoing connection of an earlier scenario can hold one.
-RELAYS = ["directd", "c-baseline", "socat", "nginx", "haproxy"]
+# directd runs three times: relay-mode auto (the default: small messages
+# copied, bulk spliced), splice and copy.
+# haproxy-splice is haproxy with `option splice-request` and `option
+# splice-response` (splice-auto did not splice here), at most 4000 connections.
+RELAYS = ["directd-auto", "directd-splice", "directd-copy", "c-baseline", "socat", "nginx", "haproxy", "haproxy-splice"]
+OURS = "directd-auto"
+HAPROXY_SPLICE_MAXCONN = 4000
 
 
 # Descriptors a process may have: the hard limit (raising it needs
@@ -210,9 +217,10 @@ class Bench:
                 proc.stop()
 
     def start_relay(self, name, listen, upstream, nofile=NOFILE):
-        if name == "directd":
+        if name.startswith("directd-"):
             args = [self.directd, "--bind-interface", HOST, "--port", str(listen),
-                    "--forward", f"{HOST}:{upstream}", "--log-level", "warning", "--max-connections", "100000"]
+                    "--forward", f"{HOST}:{upstream}", "--log-level", "warning", "--max-connections", "100000",
+                    "--relay-mode", name.removeprefix("directd-")]
         elif name == "c-baseline":
             args = [self.uvbase, HOST, str(listen), HOST, str(upstream)]
         elif name == "socat":
@@ -241,17 +249,20 @@ stream {{
 }}
 """)
             args = ["nginx", "-p", folder, "-e", f"{folder}/error.log", "-c", conf]
-        elif name == "haproxy":
-            conf = os.path.join(self.work, f"haproxy-{listen}.cfg")
+        elif name in ("haproxy", "haproxy-splice"):
+            splice = name == "haproxy-splice"
+            maxconn = min((NOFILE - 100) // 2, HAPROXY_SPLICE_MAXCONN) if splice else (NOFILE - 100) // 2
+            conf = os.path.join(self.work, f"{name}-{listen}.cfg")
             with open(conf, "w") as f:
                 f.write(f"""global
     nbthread 1
-    maxconn {(NOFILE - 100) // 2}
+    maxconn {maxconn}
 defaults
     mode tcp
     timeout connect 5s
     timeout client 1h
     timeout server 1h
+{"    option splice-request" + chr(10) + "    option splice-response" if splice else ""}
 frontend relay
     bind {HOST}:{listen}
     default_backend upstream
@@ -401,8 +412,9 @@ backend upstream
         variant = f"{s.idle} idle"
         upstream = Proc([self.uvbase, HOST, "24141"], port=24141, nofile=NOFILE)
         # socat forks a process per connection: 10,000 processes are not a
-        # measurement this machine should be put through.
-        relays = [name for name in RELAYS if name != "socat"]
+        # measurement this machine should be put through. haproxy-splice holds
+        # at most 4000 connections.
+        relays = [name for name in RELAYS if name not in ("socat", "haproxy-splice")]
         try:
             for r in range(s.rounds):
                 for name in relays:
@@ -471,17 +483,17 @@ def report(rows, settings):
     systems = ["direct"] + RELAYS
     for mode in ("single", "reverse", "4 streams"):
         direct = summary(values(rows, "throughput", mode, "direct", "gbit_per_s"))
-        ours = summary(values(rows, "throughput", mode, "directd", "gbit_per_s"))
+        ours = summary(values(rows, "throughput", mode, OURS, "gbit_per_s"))
         lines = []
         for name in systems:
             stat = summary(values(rows, "throughput", mode, name, "gbit_per_s"))
             cpu = summary(values(rows, "throughput", mode, name, "cpu_s_per_gb"))
             lines.append([name, fmt(stat), ratio(stat, direct), ratio(ours, stat), fmt(cpu, 3)])
         table(f"1. relay throughput, {mode} (Gbit/s, median [min-max])",
-              ["system", "Gbit/s", "/ direct", "directd / it", "relay CPU s per GB"], lines)
+              ["system", "Gbit/s", "/ direct", f"{OURS} / it", "relay CPU s per GB"], lines)
 
     direct = {m: summary(values(rows, "latency", "64 B ping-pong", "direct", m)) for m in ("p50_us", "p99_us")}
-    ours = {m: summary(values(rows, "latency", "64 B ping-pong", "directd", m)) for m in ("p50_us", "p99_us")}
+    ours = {m: summary(values(rows, "latency", "64 B ping-pong", OURS, m)) for m in ("p50_us", "p99_us")}
     lines = []
     for name in systems:
         p50 = summary(values(rows, "latency", "64 B ping-pong", name, "p50_us"))
@@ -489,7 +501,7 @@ def report(rows, settings):
         added = f"{p50[0] - direct['p50_us'][0]:.1f}" if p50 and direct["p50_us"] else "-"
         lines.append([name, fmt(p50, 1), fmt(p99, 1), added, ratio(ours["p50_us"], p50), ratio(ours["p99_us"], p99)])
     table("2. relay latency, 64-byte ping-pong round trip (microseconds)",
-          ["system", "p50", "p99", "p50 added over direct", "directd / it p50", "directd / it p99"], lines)
+          ["system", "p50", "p99", "p50 added over direct", f"{OURS} / it p50", f"{OURS} / it p99"], lines)
 
     lines = []
     for variant in ("unpinned", "pinned"):
@@ -509,7 +521,7 @@ def report(rows, settings):
           ["server", "instructions", "c-baseline / it (speed ratio)"], lines)
 
     variant = f"{settings.churn} connections"
-    ours = summary(values(rows, "churn", variant, "directd", "cpu_s_per_10k"))
+    ours = summary(values(rows, "churn", variant, OURS, "cpu_s_per_10k"))
     lines = []
     for name in RELAYS:
         cpu = summary(values(rows, "churn", variant, name, "cpu_s_per_10k"))
@@ -517,10 +529,10 @@ def report(rows, settings):
         failed = sum(values(rows, "churn", variant, name, "failed"))
         lines.append([name, fmt(cpu, 3), fmt(rate, 0), int(failed), ratio(ours, cpu)])
     table(f"4. connection churn through each relay ({settings.churn} connections, 16 at a time)",
-          ["relay", "relay CPU s per 10,000", "connections/s", "failed", "directd / it"], lines)
+          ["relay", "relay CPU s per 10,000", "connections/s", "failed", f"{OURS} / it"], lines)
 
     variant = f"{settings.idle} idle"
-    ours = summary(values(rows, "memory", variant, "directd", "rss_mib"))
+    ours = summary(values(rows, "memory", variant, OURS, "rss_mib"))
     lines = []
     for name in RELAYS:
         rss = summary(values(rows, "memory", variant, name, "rss_mib"))
@@ -528,8 +540,8 @@ def report(rows, settings):
         held = values(rows, "memory", variant, name, "held")
         lines.append([name, fmt(rss, 1), fmt(per, 0), int(min(held)) if held else "-", ratio(ours, rss)])
     table(f"5. resident memory holding {settings.idle} idle relayed connections (MiB)",
-          ["relay", "RSS MiB", "bytes per connection", "held", "directd / it"], lines)
-    print("   socat: not measured (one process per connection).")
+          ["relay", "RSS MiB", "bytes per connection", "held", f"{OURS} / it"], lines)
+    print("   socat: not measured (one process per connection); haproxy-splice: not measured (maxconn 4000).")
 
 
 def write_csv(rows, path, machine):

@@ -8,5 +8,16 @@
 #include <netinet/in.h>
 /* malloc_trim: directd gives freed relay buffers back to the system. */
 #include <malloc.h>
+/* splice(2) and pipe2(2): directd's zero-copy relay. Both are GNU extensions,
+ * declared by <fcntl.h> and <unistd.h> only under _GNU_SOURCE, which Swift's
+ * Glibc module is not built with; these are the same prototypes. */
+#include <sys/types.h>
+#define CUV_SPLICE_F_MOVE 1
+#define CUV_SPLICE_F_NONBLOCK 2
+#define CUV_F_SETPIPE_SZ 1031
+#define CUV_F_GETPIPE_SZ 1032
+extern ssize_t splice(int fd_in, __off64_t *off_in, int fd_out, __off64_t *off_out,
+                      size_t len, unsigned int flags);
+extern int pipe2(int pipefd[2], int flags);
 
 #endif

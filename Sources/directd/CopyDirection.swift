@@ -40,8 +40,12 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
     private var sessionWhileWaiting: Session?
     private var shutdownRequest: UnsafeMutablePointer<uv_shutdown_t>?
 
-    init(session: Session, source: UnsafeMutablePointer<uv_stream_t>, sink: UnsafeMutablePointer<uv_stream_t>) {
+    /// `alreadyMoved`: bytes an earlier direction moved before handing over
+    /// (a splice direction that falls back to copying).
+    init(session: Session, source: UnsafeMutablePointer<uv_stream_t>, sink: UnsafeMutablePointer<uv_stream_t>,
+         alreadyMoved: UInt64 = 0) {
         self.session = session
+        self.bytesMoved = alreadyMoved
         self.pool = session.pool
         self.queueLimit = session.writeQueueLimit
         self.readLength = session.readLength

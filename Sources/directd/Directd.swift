@@ -56,6 +56,7 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: OptionTable.all[flag: "write-queue-limit"]) var writeQueueLimit: String?
     @Option(help: OptionTable.all[flag: "memory-limit"]) var memoryLimit: String?
     @Option(help: OptionTable.all[flag: "proxy-protocol"]) var proxyProtocol: String?
+    @Option(help: OptionTable.all[flag: "relay-mode"]) var relayMode: String?
     @Option(help: OptionTable.all[flag: "grace"]) var grace: String?
     @Option(help: OptionTable.all[flag: "log-level"], completion: .list(LogLevel.allCases.map { "\($0)" }))
     var logLevel: String?
@@ -205,7 +206,10 @@ struct Check: ParsableCommand {
                 print("waiting for \(waiting.element ?? waiting.value) (bind-dynamic): \(waiting.summary)")
             }
         }
-        if let forward = settings.forward { Log.info("relay to \(forward)") }
+        if let forward = settings.forward {
+            Log.info("relay to \(forward)")
+            Log.info(settings.relayMode.explanation)
+        }
     }
 }
 

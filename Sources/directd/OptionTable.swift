@@ -131,6 +131,11 @@ enum OptionTable {
         defaultValue: nil, valueName: "version",
         help: "Send the upstream haproxy's PROXY protocol header (v1 text, v2 binary) before any client byte: off, v1 or v2.",
         reloadable: true)
+    static let relayMode = OptionSpec(
+        key: "relay-mode", flag: "relay-mode", property: \.relayMode, value: .relayMode, defaultValue: .auto,
+        valueName: "mode",
+        help: "How relayed bytes move: auto (bulk through splice(2), small messages copied, copying where the kernel cannot splice), splice or copy.",
+        reloadable: false)
     static let grace = OptionSpec(
         key: "grace", flag: "grace", property: \.grace, value: .seconds(), defaultValue: 10,
         valueName: "seconds", help: "Seconds open connections get to finish after SIGINT/SIGTERM.", reloadable: true)
@@ -151,7 +156,7 @@ enum OptionTable {
         AnyOptionSpec(bindInterface), AnyOptionSpec(bindDynamic), AnyOptionSpec(bindToDevice), AnyOptionSpec(port), AnyOptionSpec(forward), AnyOptionSpec(whitelist),
         AnyOptionSpec(maxConnections), AnyOptionSpec(maxConnectionsPerClient), AnyOptionSpec(idleTimeout),
         AnyOptionSpec(connectTimeout), AnyOptionSpec(writeQueueLimit), AnyOptionSpec(memoryLimit),
-        AnyOptionSpec(proxyProtocol), AnyOptionSpec(grace), AnyOptionSpec(logLevel), AnyOptionSpec(backlog), AnyOptionSpec(directServer),
+        AnyOptionSpec(proxyProtocol), AnyOptionSpec(relayMode), AnyOptionSpec(grace), AnyOptionSpec(logLevel), AnyOptionSpec(backlog), AnyOptionSpec(directServer),
     ]
 
     /// The options a config file may set, by key.

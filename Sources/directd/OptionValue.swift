@@ -187,3 +187,18 @@ extension OptionValue where Value == Bool {
              show: { $0 ? "Y" : "N" })
     }
 }
+
+extension OptionValue where Value == RelayMode {
+    /// `auto`, `splice` or `copy`.
+    static var relayMode: Self {
+        let names = RelayMode.allCases.map(\.rawValue).joined(separator: ", ")
+        return Self(expected: "one of \(names)", acceptsNumbers: false,
+                    parse: { key, text throws(ConfigError) in
+                        guard let mode = RelayMode(rawValue: text.trimmedOfWhitespace) else {
+                            throw ConfigError(description: "Invalid \(key) \(ConfigText.quoted(text)): expected one of \(names)")
+                        }
+                        return mode
+                    },
+                    show: { $0.rawValue })
+    }
+}

@@ -50,6 +50,8 @@ final class Session {
     private(set) var lastActivity: UInt64
     /// Descriptors held now: sockets, and whatever the directions hold.
     private(set) var descriptors = 0
+    /// Makes a relay's directions (splicing or copying); nil copies.
+    var relayStrategy: RelayStrategy?
 
     /// Descriptors a new session may need: the client's socket, and the
     /// upstream's for a relay. The accept gate checks room for this many.
@@ -139,24 +141,30 @@ final class Session {
         uv_tcp_nodelay(upstream, 1)
         touch()
         let upstreamStream = HandleStorage.stream(upstream)
+        var canSplice = true
         if let proxyProtocol {
             // Without the client's address there is nothing true to send.
             guard peer != nil else { return close(reason: "client address unreadable for the PROXY header", reset: true) }
-            if let error = sendProxyHeader(proxyProtocol, to: upstreamStream) {
-                return fail(error, side: upstreamStream)
+            switch sendProxyHeader(proxyProtocol, to: upstreamStream) {
+            case .failure(let error): return fail(error, side: upstreamStream)
+            // A header still queued in libuv must go before any client byte, and
+            // splice(2) would bypass libuv's write queue: this one copies.
+            case .success(let queued): canSplice = !queued
             }
         }
-        start([CopyDirection(session: self, source: clientStream, sink: upstreamStream),
-               CopyDirection(session: self, source: upstreamStream, sink: clientStream)])
+        start((canSplice ? relayStrategy?.directions(for: self, client: clientStream, upstream: upstreamStream) : nil)
+              ?? [CopyDirection(session: self, source: clientStream, sink: upstreamStream),
+                  CopyDirection(session: self, source: upstreamStream, sink: clientStream)])
     }
 
     /// Queues the PROXY header on the upstream: libuv writes a stream's
     /// requests in order, so it goes before any client byte. A new connection's
     /// send buffer is empty, so `uv_try_write` takes the header at once; the
     /// queued path (with its own small allocation) is there for correctness.
+    /// Succeeds with whether the header is still queued in libuv.
     private func sendProxyHeader(_ version: ProxyHeader.Version,
-                                 to upstream: UnsafeMutablePointer<uv_stream_t>) -> UVError? {
-        guard let peer, let destination = try? SocketAddress.local(of: client) else { return .invalidArgument }
+                                 to upstream: UnsafeMutablePointer<uv_stream_t>) -> Result<Bool, UVError> {
+        guard let peer, let destination = try? SocketAddress.local(of: client) else { return .failure(.invalidArgument) }
         let header = ProxyHeader(version: version, client: peer, destination: destination)
         let requestSize = (MemoryLayout<uv_write_t>.size + 15) & ~15
         let block = UnsafeMutableRawPointer.allocate(byteCount: requestSize + ProxyHeader.maximumSize, alignment: 16)
@@ -166,11 +174,11 @@ final class Session {
         let sent = uv_try_write(upstream, &buf, 1)
         if sent == count {
             block.deallocate()
-            return nil
+            return .success(false)
         }
         if sent < 0, UVError(sent) != .tryAgain {
             block.deallocate()
-            return UVError(sent)
+            return .failure(UVError(sent))
         }
         let done = Int(max(sent, 0))
         buf = uv_buf_init(buf.base + done, UInt32(count - done))
@@ -182,9 +190,9 @@ final class Session {
         }
         if queued < 0 {
             block.deallocate()
-            return UVError(queued)
+            return .failure(UVError(queued))
         }
-        return nil
+        return .success(true)
     }
 
     private func start(_ directions: [any RelayDirection]) {
@@ -194,6 +202,14 @@ final class Session {
         for direction in directions {
             if let error = direction.start() { return fail(error, side: direction.source) }
         }
+    }
+
+    /// A direction hands over to another mid-stream (a splice direction that
+    /// falls back to copying); the new one starts at once.
+    func replace(_ old: any RelayDirection, with new: any RelayDirection) {
+        guard !isClosed, let index = directions.firstIndex(where: { $0 === old }) else { return }
+        directions[index] = new
+        if let error = new.start() { fail(error, side: new.source) }
     }
 
     /// The direction that reads from `stream` (each stream is read by one).

@@ -22,6 +22,8 @@ struct Settings: Sendable {
     var memoryLimit: Int = OptionTable.memoryLimit.defaultValue
     /// The PROXY protocol header sent upstream first; nil is off.
     var proxyProtocol: ProxyHeader.Version? = OptionTable.proxyProtocol.defaultValue
+    /// How relayed bytes move: splice(2), copying, or both (auto).
+    var relayMode: RelayMode = OptionTable.relayMode.defaultValue
     /// Seconds open connections get to finish after SIGINT or SIGTERM.
     var grace: Double = OptionTable.grace.defaultValue
     var logLevel: LogLevel = OptionTable.logLevel.defaultValue

@@ -21,9 +21,10 @@ struct RelayTests {
         return client.receiveAll()
     }
 
-    @Test func relaysManyConcurrentConnectionsIntactBothWays() throws {
+    @Test(arguments: ["copy", "splice"])
+    func relaysManyConcurrentConnectionsIntactBothWays(_ mode: String) throws {
         let upstream = try TestServer(behaviour: Behaviour.echo)
-        let daemon = try relay(to: upstream.port)
+        let daemon = try relay(to: upstream.port, ["--relay-mode", mode])
         let port = daemon.port
         let results = Observed<[Bool]>([])
         let group = DispatchGroup()
@@ -44,7 +45,8 @@ struct RelayTests {
         upstream.stop()
     }
 
-    @Test func upstreamHalfCloseReachesTheClientWhichCanStillSend() throws {
+    @Test(arguments: ["copy", "splice"])
+    func upstreamHalfCloseReachesTheClientWhichCanStillSend(_ mode: String) throws {
         // The upstream greets, half-closes, then counts what the client still sends.
         let received = Observed<Int?>(nil)
         let upstream = try TestServer { fd in
@@ -53,7 +55,7 @@ struct RelayTests {
             let count = Behaviour.drain(fd)
             received.update { $0 = count }
         }
-        let daemon = try relay(to: upstream.port)
+        let daemon = try relay(to: upstream.port, ["--relay-mode", mode])
         let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
         let greeting = client.receiveAll()
         #expect(greeting?.count == 1000, "the upstream's FIN arrives after its data")
@@ -96,13 +98,14 @@ struct RelayTests {
         _ = fillers
     }
 
-    @Test func upstreamResetIsPassedOnAsAReset() throws {
+    @Test(arguments: ["copy", "splice"])
+    func upstreamResetIsPassedOnAsAReset(_ mode: String) throws {
         let upstream = try TestServer { fd in
             var buffer = [UInt8](repeating: 0, count: 65536)
             _ = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             Behaviour.reset(fd)
         }
-        let daemon = try relay(to: upstream.port)
+        let daemon = try relay(to: upstream.port, ["--relay-mode", mode])
         let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
         // The socket reports the reset once, to whichever call comes first: the
         // sending thread's or the reading one's.
@@ -128,10 +131,11 @@ struct RelayTests {
         upstream.stop()
     }
 
-    @Test func clientThatDoesNotReadHoldsBackAFloodingUpstream() throws {
+    @Test(arguments: ["copy", "splice"])
+    func clientThatDoesNotReadHoldsBackAFloodingUpstream(_ mode: String) throws {
         let total = 32 << 20
         let upstream = try TestServer { fd in _ = Behaviour.flood(fd, count: total) }
-        let daemon = try relay(to: upstream.port)
+        let daemon = try relay(to: upstream.port, ["--relay-mode", mode])
         let before = try #require(residentBytes(of: daemon.pid))
         let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
         // Let the upstream push while the client reads nothing.
@@ -216,9 +220,10 @@ struct RelayTests {
         #expect(daemon.stop() == 0)
     }
 
-    @Test func sigtermLetsAConnectionInFlightFinishAndRefusesNewOnes() throws {
+    @Test(arguments: ["copy", "splice"])
+    func sigtermLetsAConnectionInFlightFinishAndRefusesNewOnes(_ mode: String) throws {
         let upstream = try TestServer(behaviour: Behaviour.echo)
-        let daemon = try relay(to: upstream.port, ["--grace", "10"])
+        let daemon = try relay(to: upstream.port, ["--grace", "10", "--relay-mode", mode])
         let port = daemon.port
         let client = try TCPClient(host: "127.0.0.1", port: port)
         #expect(client.send([1, 2, 3]) && client.receive(exactly: 3) == [1, 2, 3])
