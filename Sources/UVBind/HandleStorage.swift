@@ -13,7 +13,7 @@ import CUV
 /// - `close` calls `uv_close`; only its callback, when libuv is done with the
 ///   handle, releases the owner and frees the memory. A handle whose init failed
 ///   was never known to libuv and is `discard`ed instead.
-package enum HandleStorage {
+@_spi(Daemon) public enum HandleStorage {
     package static func allocate<Handle>(_: Handle.Type) -> UnsafeMutablePointer<Handle> {
         let size = MemoryLayout<Handle>.size
         let raw = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: MemoryLayout<Handle>.alignment)
@@ -35,8 +35,12 @@ package enum HandleStorage {
     /// Runs `body` with the owner of a handle without retaining and releasing it:
     /// the handle's own reference keeps it alive for the whole callback. For the
     /// per-read callbacks, where that pair of atomic operations shows in profiles.
+    /// SPI-public (`@_spi(Daemon) import UVBind`), not `package` like the rest:
+    /// the compiler does not inline a member of a `package` type into another
+    /// module, and this one sits in every read callback (it cost 30 more
+    /// instructions per echo round trip, called unspecialised).
     @inlinable
-    package static func withOwner<Owner: AnyObject, Handle, Result>(
+    @_spi(Daemon) public static func withOwner<Owner: AnyObject, Handle, Result>(
         of handle: UnsafeMutablePointer<Handle>?, as _: Owner.Type, _ body: (Owner) -> Result
     ) -> Result {
         let data = UnsafeMutableRawPointer(handle!).assumingMemoryBound(to: uv_handle_t.self).pointee.data!

@@ -1,5 +1,5 @@
 import CUV
-import UVBind
+@_spi(Daemon) import UVBind
 
 /// Calls back when the config file changes, for `--watch-config`.
 ///

@@ -1,5 +1,5 @@
 import CUV
-import UVBind
+@_spi(Daemon) import UVBind
 
 /// A relay direction that copies through user space: libuv reads into a pooled
 /// chunk, and the same chunk is written on.

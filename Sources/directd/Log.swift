@@ -4,7 +4,7 @@ import Glibc
 import Musl
 #endif
 import CUV
-import UVBind
+@_spi(Daemon) import UVBind
 
 enum LogLevel: Int, Comparable, CaseIterable {
     case error, warning, info, debug

@@ -4,7 +4,7 @@ import Glibc
 import Musl
 #endif
 import CUV
-import UVBind
+@_spi(Daemon) import UVBind
 
 /// A bounded buffer of whole log lines in front of a `LogOutput`, drained when
 /// the output takes more: by a libuv poll watcher on the loop while lines wait,

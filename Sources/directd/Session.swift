@@ -1,5 +1,5 @@
 import CUV
-import UVBind
+@_spi(Daemon) import UVBind
 
 /// What a session needs from the server that accepted it, and what it tells it:
 /// a narrow seam, so that a session never reaches into the server's settings

@@ -1,5 +1,5 @@
 import CUV
-import UVBind
+@_spi(Daemon) import UVBind
 
 /// A libuv handle that calls back on the loop: a signal watcher or a timer.
 /// One shape for both: init, start, a Swift action, and a close that happens once.

@@ -2,7 +2,7 @@ import CUV
 #if canImport(Glibc)
 import Glibc
 #endif
-import UVBind
+@_spi(Daemon) import UVBind
 
 /// A relay direction that moves bytes inside the kernel: `splice(2)` from the
 /// source socket into a pipe, then from the pipe into the sink socket. No byte

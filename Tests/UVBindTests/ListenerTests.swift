@@ -3,7 +3,7 @@ import CUV
 import Glibc
 #endif
 import Testing
-@testable import UVBind
+@_spi(Daemon) @testable import UVBind
 
 /// Listeners opened for real on this machine's loopback, checked against the
 /// kernel's own socket table and with real client connects.

@@ -3,7 +3,7 @@ import CUV
 import Glibc
 #endif
 import Testing
-@testable import UVBind
+@_spi(Daemon) @testable import UVBind
 
 /// `ListenerGroup.reconcile(to:)` on a test loop, checked against the kernel's
 /// socket table: what stays is the same socket, what is new opens all or
