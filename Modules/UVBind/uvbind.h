@@ -40,7 +40,7 @@ extern "C" {
 #endif
 
 #define UVBIND_VERSION_MAJOR 0
-#define UVBIND_VERSION_MINOR 1
+#define UVBIND_VERSION_MINOR 2
 #define UVBIND_VERSION_PATCH 0
 #define UVBIND_VERSION_HEX ((UVBIND_VERSION_MAJOR << 16) | \
                             (UVBIND_VERSION_MINOR << 8) | \
@@ -57,7 +57,7 @@ extern "C" {
 
 /* The version this library was built as, UVBIND_VERSION_HEX's form. */
 unsigned int uvbind_version(void);
-/* "0.1.0". */
+/* "0.2.0". */
 const char *uvbind_version_string(void);
 
 /* The symbolic name ("UVBIND_EFORMAT", "EADDRINUSE") and a short description of

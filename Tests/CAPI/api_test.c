@@ -55,7 +55,7 @@ static int has_ipv6_loopback(void) {
 
 static void test_versions_and_errors(void) {
   CHECK(uvbind_version() == UVBIND_VERSION_HEX);
-  CHECK(strcmp(uvbind_version_string(), "0.1.0") == 0);
+  CHECK(strcmp(uvbind_version_string(), "0.2.0") == 0);
   CHECK(strcmp(uvbind_err_name(UVBIND_EFORMAT), "UVBIND_EFORMAT") == 0);
   CHECK(strcmp(uvbind_strerror(UVBIND_EFORMAT), "invalid bind interface address") == 0);
   CHECK(strcmp(uvbind_err_name(UVBIND_ECLOSED), "UVBIND_ECLOSED") == 0);
