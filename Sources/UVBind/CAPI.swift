@@ -71,21 +71,10 @@ public func uvbind_listen(_ listeners: UnsafeMutablePointer<OpaquePointer?>!, _ 
                           _ value: UnsafePointer<CChar>!, _ port: Int32, _ backlog: Int32,
                           _ connectionCallback: uvbind_connection_cb!, _ data: UnsafeMutableRawPointer!,
                           _ message: UnsafeMutablePointer<CChar>!, _ messageSize: Int) -> Int32 {
-    let output = MessageBuffer(message, messageSize)
-    guard let listeners else { return output.fail(UV_EINVAL.rawValue, "listeners is NULL") }
-    listeners.pointee = nil
-    guard let loop else { return output.fail(UV_EINVAL.rawValue, "loop is NULL") }
-    guard let value else { return output.fail(UV_EINVAL.rawValue, "value is NULL") }
-    guard let connectionCallback else { return output.fail(UV_EINVAL.rawValue, "connection_cb is NULL") }
-    do throws(BindError) {
-        let plan = try BindPlan(value: try cString(value), port: ListenPort.validate(Int(port)))
-        let pointer = try CListeners.open(plan, loop: loop, backlog: backlog > 0 ? backlog : 511,
-                                          callback: connectionCallback, data: data)
-        listeners.pointee = pointer
-        output.write(CListeners.from(pointer)?.group.notes.map(\.description).joined(separator: "; ") ?? "")
-        return 0
-    } catch {
-        return output.fail(error)
+    openListeners(listeners, loop, value, connectionCallback, MessageBuffer(message, messageSize)) {
+        loop, text, callback throws(BindError) in
+        try CListeners.open(BindPlan(value: text, port: ListenPort.validate(Int(port))), loop: loop,
+                            backlog: backlog > 0 ? backlog : 511, callback: callback, data: data)
     }
 }
 
@@ -96,19 +85,32 @@ public func uvbind_follow(_ listeners: UnsafeMutablePointer<OpaquePointer?>!, _ 
                           _ data: UnsafeMutableRawPointer!,
                           _ message: UnsafeMutablePointer<CChar>!, _ messageSize: Int) -> Int32 {
     let output = MessageBuffer(message, messageSize)
+    guard flags & ~UVBIND_FOLLOW_BIND_TO_DEVICE == 0 else {
+        listeners?.pointee = nil
+        return output.fail(UV_EINVAL.rawValue, "unknown flags \(flags & ~UVBIND_FOLLOW_BIND_TO_DEVICE)")
+    }
+    return openListeners(listeners, loop, value, connectionCallback, output) { loop, text, callback throws(BindError) in
+        try CListeners.follow(text, port: ListenPort.validate(Int(port)), loop: loop,
+                              backlog: backlog > 0 ? backlog : 511,
+                              bindToDevice: flags & UVBIND_FOLLOW_BIND_TO_DEVICE != 0,
+                              callback: callback, change: changeCallback, data: data)
+    }
+}
+
+/// What `uvbind_listen` and `uvbind_follow` share: the argument checks, then
+/// `open`, then the pointer and the notes handed back (or the error's message).
+private func openListeners(
+    _ listeners: UnsafeMutablePointer<OpaquePointer?>?, _ loop: UnsafeMutablePointer<uv_loop_t>?,
+    _ value: UnsafePointer<CChar>?, _ connectionCallback: uvbind_connection_cb?, _ output: MessageBuffer,
+    _ open: (UnsafeMutablePointer<uv_loop_t>, String, uvbind_connection_cb) throws(BindError) -> OpaquePointer
+) -> Int32 {
     guard let listeners else { return output.fail(UV_EINVAL.rawValue, "listeners is NULL") }
     listeners.pointee = nil
     guard let loop else { return output.fail(UV_EINVAL.rawValue, "loop is NULL") }
     guard let value else { return output.fail(UV_EINVAL.rawValue, "value is NULL") }
     guard let connectionCallback else { return output.fail(UV_EINVAL.rawValue, "connection_cb is NULL") }
-    guard flags & ~UVBIND_FOLLOW_BIND_TO_DEVICE == 0 else {
-        return output.fail(UV_EINVAL.rawValue, "unknown flags \(flags & ~UVBIND_FOLLOW_BIND_TO_DEVICE)")
-    }
     do throws(BindError) {
-        let pointer = try CListeners.follow(try cString(value), port: ListenPort.validate(Int(port)), loop: loop,
-                                            backlog: backlog > 0 ? backlog : 511,
-                                            bindToDevice: flags & UVBIND_FOLLOW_BIND_TO_DEVICE != 0,
-                                            callback: connectionCallback, change: changeCallback, data: data)
+        let pointer = try open(loop, try cString(value), connectionCallback)
         listeners.pointee = pointer
         output.write(CListeners.from(pointer)?.group.notes.map(\.description).joined(separator: "; ") ?? "")
         return 0
