@@ -1,5 +1,5 @@
 // The C surface UVBind and directd use: libuv, plus the libc headers for what
-// libuv does not wrap (interface indexes, malloc_trim).
+// libuv does not wrap (interface indexes, malloc_trim, splice, the urgent mark).
 #ifndef CUV_H
 #define CUV_H
 
@@ -19,5 +19,15 @@
 extern ssize_t splice(int fd_in, __off64_t *off_in, int fd_out, __off64_t *off_out,
                       size_t len, unsigned int flags);
 extern int pipe2(int pipefd[2], int flags);
+
+/* Whether a TCP socket's next byte is at the urgent mark (SIOCATMARK): splice(2)
+ * stops there for good (EAGAIN, or 0 after FIN) where recv(2) steps over the
+ * urgent byte, so the relay copies past it. 1 at the mark, 0 not, -1 on error. */
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+static inline int cuv_at_urgent_mark(int fd) {
+  int mark = 0;
+  return ioctl(fd, SIOCATMARK, &mark) < 0 ? -1 : (mark != 0);
+}
 
 #endif

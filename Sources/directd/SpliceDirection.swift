@@ -168,6 +168,14 @@ final class SpliceDirection: RelayDirection {
                 return
             }
             let read = spliceIn()
+            if read == 0 || (read < 0 && errno == EAGAIN), cuv_at_urgent_mark(sourceDescriptor) == 1 {
+                // A TCP urgent byte (MSG_OOB): splice stops at its mark for good
+                // (EAGAIN while data waits behind it, which would spin; 0 after a
+                // FIN, which would lose that data). recv steps over it, as the
+                // copy path's reads do.
+                if copyMessage() { continue }
+                return
+            }
             if read > 0 {
                 inPipe = read
                 lastReadWasSmall = read < Self.smallRead

@@ -101,6 +101,43 @@ struct SpliceTests {
         upstream.stop()
     }
 
+    /// A TCP urgent byte (MSG_OOB) in the stream: splice(2) stops at its mark
+    /// for good, where recv steps over it. The data behind the mark arrives,
+    /// directd does not spin, and a FIN after it still delivers everything.
+    @Test(arguments: ["copy", "splice", "auto"])
+    func urgentByteNeitherStallsNorSpinsNorLosesData(_ mode: String) throws {
+        let received = Observed<[UInt8]?>(nil)
+        let upstream = try TestServer { fd in
+            var all: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let got = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if got <= 0 { break }
+                all += buffer[0..<got]
+            }
+            received.update { $0 = all }
+        }
+        defer { upstream.stop() }
+        let daemon = try relay(to: upstream.port, mode: mode)
+        defer { daemon.stop() }
+        let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        let bulk = randomBytes(64 << 10)
+        #expect(client.send(bulk))
+        usleep(100_000)
+        var urgent: UInt8 = 0x21
+        #expect(Glibc.send(client.fd, &urgent, 1, Int32(MSG_OOB)) == 1)
+        #expect(client.send(Array("TAIL".utf8)))
+        usleep(300_000)
+        let before = try #require(cpuSeconds(of: daemon.pid))
+        usleep(1_000_000)
+        let after = try #require(cpuSeconds(of: daemon.pid))
+        #expect(after - before < 0.3, "\(mode): directd used \(after - before) s of CPU in 1 s after an urgent byte")
+        client.finishSending()
+        let deadline = Date().addingTimeInterval(10)
+        while received.get() == nil, Date() < deadline { usleep(10_000) }
+        #expect(received.get() == bulk + Array("TAIL".utf8), "\(mode): the data behind the urgent mark arrives")
+    }
+
     @Test(arguments: ["copy", "splice", "auto"])
     func clientResetIsPassedOnAsAReset(_ mode: String) throws {
         let upstreamSaw = Observed<Int32?>(nil)
