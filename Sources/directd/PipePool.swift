@@ -31,7 +31,9 @@ final class PipePool {
     }
 
     /// Pipes open at most, in use and free.
-    let limit: Int
+    /// A reload may change it (memory-limit); pipes open above a smaller limit
+    /// close as they come back.
+    var limit: Int
     /// Bytes a pipe holds (`F_SETPIPE_SZ`); 0 keeps the kernel's default (64 KiB).
     /// An empty pipe holds no pages, whatever its size.
     let pipeSize: Int
@@ -77,7 +79,7 @@ final class PipePool {
 
     /// Takes back an empty pipe.
     func give(_ pipe: Pipe) {
-        if free.count < keep {
+        if free.count < keep, open <= limit {
             free.append(pipe)
         } else {
             destroy(pipe)

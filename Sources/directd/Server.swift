@@ -213,6 +213,7 @@ final class Server: SessionHost {
         let old = settings
         settings = new
         pool.setMemoryLimit(new.memoryLimit)
+        relay.pipes.limit = Self.pipeLimit(memoryLimit: new.memoryLimit)
         lifecycle.setGrace(new.grace)
         Log.level = new.logLevel
         if new.connectTimeout != old.connectTimeout || new.idleTimeout != old.idleTimeout {

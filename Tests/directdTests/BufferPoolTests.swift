@@ -58,3 +58,22 @@ struct BufferPoolTests {
         again.map(pool.give)
     }
 }
+
+/// The splice pipe pool's bound, and a reload that lowers it.
+struct PipePoolTests {
+    @Test func aLowerLimitClosesPipesAsTheyComeBack() {
+        let pool = PipePool(limit: 4, pipeSize: 0)
+        var descriptors = 0
+        pool.descriptorsChanged = { descriptors += $0 }
+        let pipes = (0..<4).compactMap { _ in pool.take() }
+        #expect(pipes.count == 4 && descriptors == 8)
+        #expect(pool.take() == nil, "no fifth pipe over the limit")
+        pool.limit = 2   // a reload with a smaller memory-limit
+        pipes.forEach(pool.give)
+        #expect(pool.open == 2, "pipes above the new limit closed as they came back")
+        #expect(descriptors == 4)
+        let again = (0..<3).compactMap { _ in pool.take() }
+        #expect(again.count == 2, "the new limit holds")
+        again.forEach(pool.give)
+    }
+}
