@@ -181,10 +181,13 @@ $(FUZZBUILD)/obj/directd.o: $(wildcard Sources/directd/*.swift) $(FUZZBUILD)/obj
 		-emit-module-path $(FUZZBUILD)/modules/directd.swiftmodule Sources/directd/*.swift -o $@
 	@touch $@
 
+# Test sources a harness shares instead of copying them (the bind value's made-up machine).
+fuzz_extra_bindvalue := Tests/UVBindTests/Fixtures.swift
+
 $(FUZZBUILD)/bin/fuzz-%: Tests/Fuzz/%.swift $(fuzz_support) $(fuzz_objects) $(FUZZBUILD)/flags
 	@mkdir -p $(FUZZBUILD)/bin
 	$(fuzz_swiftc) $(fuzz_instrument) $(fuzz_tomlkit_flags) -parse-as-library -module-name fuzz_$* -use-ld=lld \
-		$< $(fuzz_support) $(fuzz_objects) $(fuzz_tomlkit_link) $$(pkg-config --libs libuv) -o $@
+		$< $(fuzz_extra_$*) $(fuzz_support) $(fuzz_objects) $(fuzz_tomlkit_link) $$(pkg-config --libs libuv) -o $@
 
 # Each target for FUZZ_SECONDS, on a scratch copy of its seeds (in $(FUZZBUILD)/run/).
 fuzz: fuzz-build

@@ -7,33 +7,15 @@
 // not justified by one of the value's elements.
 import UVBind
 
-private func v4(_ text: String) -> IPAddress { .v4(IPv4Address(text)!) }
-private func v6(_ text: String) -> IPAddress { .v6(IPv6Address(text)!) }
+// `Fixtures` (the resolver tests' made-up machine, Tests/UVBindTests/Fixtures.swift)
+// is compiled into this target by the Makefile: the same tables, not a copy.
+private let machine = Fixtures.machine
+private let ipv4Only = Fixtures.ipv4Only
+private func v6(_ text: String) -> IPAddress { Fixtures.v6(text) }
 private func entry(_ name: String, _ index: UInt32, _ ip: IPAddress, _ prefix: Int,
                    loopback: Bool = false) -> InterfaceAddress {
-    InterfaceAddress(interface: name, index: index, ip: ip, prefixLength: prefix, isInternal: loopback)
+    Fixtures.entry(name, index, ip, prefix, loopback: loopback)
 }
-
-/// The machine of Tests/UVBindTests/Fixtures.swift: lo, eth0 and wg0 share the
-/// link-local fe80::1; eth1 alone holds fe80::abcd; down0 exists with no address.
-private let machine = InterfaceTable(
-    interfaces: [("lo", 1), ("eth0", 2), ("wg0", 3), ("eth1", 4), ("down0", 5)],
-    addresses: [
-        entry("lo", 1, v4("127.0.0.1"), 8, loopback: true),
-        entry("lo", 1, v6("::1"), 128, loopback: true),
-        entry("eth0", 2, v4("192.0.2.10"), 24),
-        entry("eth0", 2, v6("2001:db8::10"), 64),
-        entry("eth0", 2, v6("fe80::1"), 64),
-        entry("wg0", 3, v4("203.0.113.7"), 24),
-        entry("wg0", 3, v6("fe80::1"), 64),
-        entry("eth1", 4, v4("198.51.100.4"), 24),
-        entry("eth1", 4, v6("fe80::abcd"), 64),
-    ])
-
-/// IPv6 disabled.
-private let ipv4Only = InterfaceTable(
-    interfaces: [("lo", 1), ("eth0", 2)],
-    addresses: [entry("lo", 1, v4("127.0.0.1"), 8, loopback: true), entry("eth0", 2, v4("192.0.2.10"), 24)])
 
 /// No IPv4 at all; a numeric-looking interface name.
 private let ipv6Only = InterfaceTable(

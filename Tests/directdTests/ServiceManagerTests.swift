@@ -133,6 +133,24 @@ struct ServiceManagerTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// A reload whose new listener cannot open (the port is taken on the new
+    /// address): rolled back, the old listener keeps serving, and the log says why.
+    @Test func aReloadWhoseNewListenerIsInUseRollsBack() throws {
+        let port = try freePort()
+        let config = try ConfigFileFixture(["bind-interface": "127.0.0.1", "direct-access-port": "\(port)"])
+        let daemon = try Daemon(["--config", config.path])
+        defer { daemon.stop() }
+        let squatter = try TestServer(address: "127.0.0.2", port: port)
+        defer { squatter.stop() }
+        try config.write(["bind-interface": "127.0.0.1,127.0.0.2", "direct-access-port": "\(port)"])
+        kill(daemon.pid, SIGHUP)
+        #expect(daemon.waitForLog("reload rejected"))
+        #expect(daemon.logText.contains("Cannot listen on 127.0.0.2:\(port)"), "\(daemon.logText)")
+        #expect(!daemon.logText.contains("reloaded: "))
+        let client = try TCPClient(host: "127.0.0.1", port: port)
+        #expect(client.send([3]) && client.receive(exactly: 1) == [3], "the old listener still serves")
+    }
+
     /// --watch-config: an editor's atomic rename reloads, a burst of writes
     /// reloads once.
     @Test func aWatchedConfigFileReloadsOnceAfterABurst() throws {

@@ -20,11 +20,14 @@ final class TestServer: @unchecked Sendable {
     let port: UInt16
     private let stopped = Observed(false)
 
-    init(accepting: Bool = true, backlog: Int32 = 64, behaviour: @escaping @Sendable (Int32) -> Void = { _ in }) throws {
+    /// On `address` (127.0.0.1 by default) and `port` (0: the kernel's choice).
+    init(address host: String = "127.0.0.1", port wanted: UInt16 = 0, accepting: Bool = true, backlog: Int32 = 64,
+         behaviour: @escaping @Sendable (Int32) -> Void = { _ in }) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        inet_pton(AF_INET, host, &address.sin_addr)
+        address.sin_port = wanted.bigEndian
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let fd = self.fd
         let ok = withUnsafeMutablePointer(to: &address) {
