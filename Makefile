@@ -166,19 +166,23 @@ $(fuzz_tomlkit): Package.swift
 	$(SWIFT) build -c release --target TOMLKit --scratch-path $(FUZZBUILD)/spm
 	@touch $@
 
-$(FUZZBUILD)/obj/UVBind.o: $(wildcard Sources/UVBind/*.swift Modules/*/*) $(FUZZBUILD)/flags
+# The targets' sources sit in folders by concern: every Swift file below each.
+uvbind_sources  := $(shell find Sources/UVBind -name '*.swift' | sort)
+directd_sources := $(shell find Sources/directd -name '*.swift' | sort)
+
+$(FUZZBUILD)/obj/UVBind.o: $(uvbind_sources) $(wildcard Modules/*/*) $(FUZZBUILD)/flags
 	@mkdir -p $(FUZZBUILD)/obj $(FUZZBUILD)/modules
 	$(fuzz_swiftc) $(fuzz_instrument) -c -wmo -parse-as-library -module-name UVBind \
-		-emit-module-path $(FUZZBUILD)/modules/UVBind.swiftmodule Sources/UVBind/*.swift -o $@
+		-emit-module-path $(FUZZBUILD)/modules/UVBind.swiftmodule $(uvbind_sources) -o $@
 	@touch $@  # swiftc leaves an unchanged object's time alone
 
 # The whole directd module, as SwiftPM builds it for its tests: its @main renamed so
 # that libFuzzer's main is the program's.
-$(FUZZBUILD)/obj/directd.o: $(wildcard Sources/directd/*.swift) $(FUZZBUILD)/obj/UVBind.o \
+$(FUZZBUILD)/obj/directd.o: $(directd_sources) $(FUZZBUILD)/obj/UVBind.o \
 		$(FUZZBUILD)/obj/ArgumentParser.o $(fuzz_tomlkit) $(FUZZBUILD)/flags
 	$(fuzz_swiftc) $(fuzz_instrument) $(fuzz_tomlkit_flags) -c -wmo -module-name directd \
 		-Xfrontend -entry-point-function-name -Xfrontend directd_main \
-		-emit-module-path $(FUZZBUILD)/modules/directd.swiftmodule Sources/directd/*.swift -o $@
+		-emit-module-path $(FUZZBUILD)/modules/directd.swiftmodule $(directd_sources) -o $@
 	@touch $@
 
 # Test sources a harness shares instead of copying them (the bind value's made-up machine).

@@ -4,7 +4,7 @@ import UVBind
 /// directd's composition root on one libuv loop: the listeners, the accept gate,
 /// the session table, the buffer pool and the lifecycle, wired together. Each of
 /// those owns one job; this class only connects them. Loop thread only.
-final class Server: SessionHost {
+final class Server: SessionHost, ReloadTarget {
     let loop: UnsafeMutablePointer<uv_loop_t>
     /// The settings in force for new connections.
     private(set) var settings: Settings
@@ -17,7 +17,8 @@ final class Server: SessionHost {
     private var lifecycle: Lifecycle!
     private var source: ListenerSource?
     /// Readiness, reload, stop and status for a service manager (silent without one).
-    private var notifier: ServiceNotifier?
+    private(set) var notifier: ServiceNotifier?
+    private lazy var reloader = Reloader(target: self)
     /// Sessions waiting for relay memory, for a rate-limited warning.
     private var memoryWarningAt: UInt64 = 0
 
@@ -34,7 +35,7 @@ final class Server: SessionHost {
             openConnections: { [unowned self] in self.table.count },
             cutConnections: { [unowned self] reason in self.cutConnections(reason) },
             summary: { [unowned self] in Log.line(self.table.summary) },
-            reload: { [unowned self] in self.reload(cause: "SIGHUP") },
+            reload: { [unowned self] in self.reloader.reload(cause: "SIGHUP") },
             tick: { [unowned self] now in self.tick(now) }))
         lifecycle.setGrace(settings.grace)
         gate.accept = { [unowned self] listener in self.accept(on: listener) }
@@ -42,7 +43,6 @@ final class Server: SessionHost {
         relay.pipes.descriptorsChanged = { [unowned gate] delta in gate.sessionDescriptorsChanged(by: delta) }
     }
 
-    /// Bytes a splice pipe holds (`F_SETPIPE_SZ`; 0 keeps the kernel's 64 KiB).
     /// Bytes a splice pipe holds (`F_SETPIPE_SZ`). Measured with iperf3, one
     /// stream, three interleaved rounds: the kernel's 64 KiB pipe moved
     /// 12-16 Gbit/s at 0.19-0.33 CPU s per GB; 256 KiB 17.6-19.3 at 0.18-0.23;
@@ -135,73 +135,15 @@ final class Server: SessionHost {
 
     // MARK: reloading
 
-    /// Reads the settings again as a start would (the file, then the flags given
-    /// on the command line); set by the command before `start`.
-    var readSettings: (() throws -> Settings)?
-    private var configWatcher: ConfigWatcher?
-
-    /// Reloads when the config file at `path` changes (its directory is
-    /// watched, so an editor's atomic rename is seen; bursts are debounced).
-    func watchConfig(at path: String) throws(ConfigWatcher.WatchError) {
-        configWatcher = try ConfigWatcher(loop: loop, path: path) { [unowned self] in
-            self.reload(cause: "config file changed")
-        }
+    /// Reads the settings again as a start would; set by the command before `start`.
+    var readSettings: (() throws -> Settings)? {
+        get { reloader.readSettings }
+        set { reloader.readSettings = newValue }
     }
 
-    /// Reads the settings again and moves to them: listeners reconciled (those
-    /// still wanted keep their socket), new settings for new connections. If
-    /// anything is invalid, or a listener cannot open, everything stays as it
-    /// was and the log says why. Options that cannot change while running keep
-    /// their value and are reported.
-    func reload(cause: String) {
-        guard !lifecycle.stopping, let readSettings else { return }
-        notifier?.reloading()
-        defer { notifier?.ready() }
-        Log.line("reloading (\(cause))")
-        let fresh: Settings
-        do {
-            fresh = try readSettings()
-        } catch let error as ConfigError where error.turnsDirectAccessOff {
-            // The operator switched the service off, as RustDesk's own option does.
-            Log.warning("\(error): stopping, as on SIGTERM")
-            return lifecycle.stop(signal: nil, grace: settings.grace)
-        } catch {
-            Log.error("\(error)")
-            return Log.warning("reload rejected: still serving as before")
-        }
-        fresh.warnings.forEach { Log.warning($0) }
-        var (new, refused) = fresh.keepingUnreloadable(from: settings)
-        if source?.origin == .serviceManager {
-            // The sockets belong to the service manager's socket unit: where to
-            // listen changes there, and with a restart, never by binding here.
-            let placed = [AnyOptionSpec(OptionTable.bindInterface), AnyOptionSpec(OptionTable.port)]
-            for option in placed where option.show(new) != option.show(settings) {
-                refused.append(Settings.Change(key: option.name, old: option.show(settings), new: option.show(new),
-                                               reloadable: false))
-                try? option.set(&new, option.show(settings))
-            }
-        }
-        for change in refused {
-            Log.warning("\(change.key) cannot change while running: keeping \(ConfigText.quoted(change.old)) (restart to use \(ConfigText.quoted(change.new)))")
-        }
-        let changes = new.changes(from: settings)
-        if let source, source.origin != .serviceManager {
-            do throws(BindError) {
-                try source.reconcile(to: new).forEach { Log.line($0) }
-            } catch {
-                Log.error("\(error)")
-                gate.listenersChanged(to: source.listeners.count)
-                notifier?.statusChanged()
-                let now = source.listeners.map { "\($0.address)" }.joined(separator: ", ")
-                return Log.warning("reload rejected: still serving as before, listening on \(now.isEmpty ? "nothing" : now)")
-            }
-            gate.listenersChanged(to: source.listeners.count)
-        }
-        let cut = apply(new)
-        new.notes.forEach { Log.info($0) }
-        let summary = changes.isEmpty ? "no option changed" : changes.map(\.description).joined(separator: "; ")
-        Log.line("reloaded: \(summary)\(cut > 0 ? "; closed \(cut) connections no longer in the whitelist" : "")")
-        notifier?.statusChanged()
+    /// Reloads when the config file at `path` changes.
+    func watchConfig(at path: String) throws(ConfigWatcher.WatchError) {
+        try reloader.watchConfig(at: path, loop: loop)
     }
 
     /// Puts new settings in force for new connections (a reload). Established
@@ -244,17 +186,8 @@ final class Server: SessionHost {
         }
         session.readPeer()
         let peer = session.peer.map(\.description) ?? "unknown peer"
-        let policy = AcceptGate.Policy(allowList: settings.allowList, maxConnections: settings.maxConnections,
-                                       maxConnectionsPerClient: settings.maxConnectionsPerClient)
-        if let refusal = AcceptGate.refusal(of: session.peer, by: policy, table: table) {
-            switch refusal {
-            case .notAllowed, .unknownPeer:
-                Log.info("refused \(peer) on \(listener.address): \(refusal)", category: .refusedAllowList)
-            case .maxConnections:
-                Log.warning("refused \(peer) on \(listener.address): \(refusal)", category: .refusedMaxConnections)
-            case .maxConnectionsPerClient:
-                Log.warning("refused \(peer) on \(listener.address): \(refusal)", category: .refusedPerClient)
-            }
+        if let refusal = Admission.refusal(of: session.peer, by: Admission.Policy(settings), table: table) {
+            Admission.log(refusal, peer: peer, listener: listener.address)
             return session.close(reason: nil)
         }
         table.insert(session)
@@ -319,6 +252,14 @@ final class Server: SessionHost {
         lifecycle.stop(signal: nil, grace: settings.grace)
     }
 
+    var stopping: Bool { lifecycle.stopping }
+    var listenerSource: ListenerSource? { source }
+
+    func listenersChanged() {
+        gate.listenersChanged(to: source?.listeners.count ?? 0)
+        notifier?.statusChanged()
+    }
+
     private func stopAccepting() {
         notifier?.stopping()
         source?.close()
@@ -344,8 +285,7 @@ final class Server: SessionHost {
             Log.line(table.summary)
         }
         lifecycle.finish()
-        configWatcher?.close()
-        configWatcher = nil
+        reloader.close()
         gate.close()
         notifier?.close()
     }

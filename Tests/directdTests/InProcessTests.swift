@@ -61,16 +61,16 @@ struct InProcessTests {
         #expect(host.descriptors == 4, "each session holds its client's descriptor")
         #expect(table.connections(from: .v4(IPv4Address("192.0.2.1")!)) == 3, "mapped peers count as IPv4")
         let allow = try AllowList(parsing: "192.0.2.0/24")
-        var policy = AcceptGate.Policy(allowList: allow, maxConnections: 10, maxConnectionsPerClient: 0)
-        #expect(AcceptGate.refusal(of: address("192.0.2.7"), by: policy, table: table) == nil)
-        #expect(AcceptGate.refusal(of: address("::ffff:192.0.2.7"), by: policy, table: table) == nil)
-        #expect(AcceptGate.refusal(of: address("203.0.113.1"), by: policy, table: table) == .notAllowed)
-        #expect(AcceptGate.refusal(of: nil, by: policy, table: table) == .unknownPeer)
+        var policy = Admission.Policy(allowList: allow, maxConnections: 10, maxConnectionsPerClient: 0)
+        #expect(Admission.refusal(of: address("192.0.2.7"), by: policy, table: table) == nil)
+        #expect(Admission.refusal(of: address("::ffff:192.0.2.7"), by: policy, table: table) == nil)
+        #expect(Admission.refusal(of: address("203.0.113.1"), by: policy, table: table) == .notAllowed)
+        #expect(Admission.refusal(of: nil, by: policy, table: table) == .unknownPeer)
         policy.maxConnectionsPerClient = 3
-        #expect(AcceptGate.refusal(of: address("::ffff:192.0.2.1"), by: policy, table: table) == .maxConnectionsPerClient(3))
-        #expect(AcceptGate.refusal(of: address("192.0.2.2"), by: policy, table: table) == nil)
+        #expect(Admission.refusal(of: address("::ffff:192.0.2.1"), by: policy, table: table) == .maxConnectionsPerClient(3))
+        #expect(Admission.refusal(of: address("192.0.2.2"), by: policy, table: table) == nil)
         policy.maxConnections = 4
-        #expect(AcceptGate.refusal(of: address("192.0.2.2"), by: policy, table: table) == .maxConnections(4))
+        #expect(Admission.refusal(of: address("192.0.2.2"), by: policy, table: table) == .maxConnections(4))
 
         // Closing gives the slots and descriptors back.
         sessions.forEach { $0.close(reason: "test") }

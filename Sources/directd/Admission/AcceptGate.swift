@@ -176,45 +176,4 @@ final class AcceptGate {
         reserves = []
         wantedReserves = 0
     }
-
-    // MARK: admission
-
-    /// Who may connect, from the settings in force when the connection arrived.
-    struct Policy {
-        var allowList: AllowList?
-        var maxConnections: Int
-        /// 0: no limit per client address.
-        var maxConnectionsPerClient: Int
-    }
-
-    /// Why an accepted connection is closed again at once.
-    enum Refusal: Equatable, CustomStringConvertible {
-        case notAllowed
-        case maxConnections(Int)
-        case maxConnectionsPerClient(Int)
-        case unknownPeer
-
-        var description: String {
-            switch self {
-            case .notAllowed: "not in the whitelist"
-            case .maxConnections(let limit): "max-connections (\(limit)) reached"
-            case .maxConnectionsPerClient(let limit): "max-connections-per-client (\(limit)) reached"
-            case .unknownPeer: "its address could not be read"
-            }
-        }
-    }
-
-    /// nil to admit `peer`, or why not.
-    static func refusal(of peer: SocketAddress?, by policy: Policy, table: SessionTable) -> Refusal? {
-        if let allowList = policy.allowList {
-            guard let peer else { return .unknownPeer }
-            if !allowList.allows(peer.ip) { return .notAllowed }
-        }
-        if table.count >= policy.maxConnections { return .maxConnections(policy.maxConnections) }
-        if policy.maxConnectionsPerClient > 0, let peer,
-           table.connections(from: peer.ip) >= policy.maxConnectionsPerClient {
-            return .maxConnectionsPerClient(policy.maxConnectionsPerClient)
-        }
-        return nil
-    }
 }

@@ -1,0 +1,114 @@
+import CUV
+import UVBind
+
+/// What a reload asks of the server it moves to new settings.
+protocol ReloadTarget: AnyObject {
+    /// The settings in force for new connections.
+    var settings: Settings { get }
+    /// A stop has begun: a reload then does nothing.
+    var stopping: Bool { get }
+    /// Where the listeners come from (nil before the first listen).
+    var listenerSource: ListenerSource? { get }
+    var notifier: ServiceNotifier? { get }
+    /// The listeners changed: reserves and status follow.
+    func listenersChanged()
+    /// Stops as on SIGTERM.
+    func stop()
+    /// Puts validated settings in force; returns the sessions it closed.
+    @discardableResult func apply(_ new: Settings) -> Int
+}
+
+/// Reloading, as nginx and haproxy do it: the file is read again with the
+/// command-line flags on top, validated whole, and either put in force or
+/// rejected with nothing changed. Triggered by SIGHUP or the config watcher.
+/// Loop thread only.
+final class Reloader {
+    private unowned let target: ReloadTarget
+    /// Reads the settings again as a start would (the file, then the flags
+    /// given on the command line); set by the command before the server starts.
+    var readSettings: (() throws -> Settings)?
+    private var watcher: ConfigWatcher?
+
+    init(target: ReloadTarget) {
+        self.target = target
+    }
+
+    /// Reloads when the config file at `path` changes (its directory is
+    /// watched, so an editor's atomic rename is seen; bursts are debounced).
+    func watchConfig(at path: String, loop: UnsafeMutablePointer<uv_loop_t>) throws(ConfigWatcher.WatchError) {
+        watcher = try ConfigWatcher(loop: loop, path: path) { [unowned self] in
+            self.reload(cause: "config file changed")
+        }
+    }
+
+    func close() {
+        watcher?.close()
+        watcher = nil
+    }
+
+    /// Reads the settings again and moves to them: listeners reconciled (those
+    /// still wanted keep their socket), new settings for new connections. If
+    /// anything is invalid, or a listener cannot open, everything stays as it
+    /// was and the log says why. Options that cannot change while running keep
+    /// their value and are reported.
+    func reload(cause: String) {
+        guard !target.stopping, let readSettings else { return }
+        let notifier = target.notifier
+        notifier?.reloading()
+        defer { notifier?.ready() }
+        Log.line("reloading (\(cause))")
+        let current = target.settings
+        let fresh: Settings
+        do {
+            fresh = try readSettings()
+        } catch let error as ConfigError where error.turnsDirectAccessOff {
+            // The operator switched the service off, as RustDesk's own option does.
+            Log.warning("\(error): stopping, as on SIGTERM")
+            return target.stop()
+        } catch {
+            Log.error("\(error)")
+            return Log.warning("reload rejected: still serving as before")
+        }
+        fresh.warnings.forEach { Log.warning($0) }
+        let source = target.listenerSource
+        let new = keepingUnreloadable(fresh, from: current, socketsFromServiceManager: source?.origin == .serviceManager)
+        let changes = new.changes(from: current)
+        if let source, source.origin != .serviceManager {
+            do throws(BindError) {
+                try source.reconcile(to: new).forEach { Log.line($0) }
+            } catch {
+                Log.error("\(error)")
+                target.listenersChanged()
+                let now = source.listeners.map { "\($0.address)" }.joined(separator: ", ")
+                return Log.warning("reload rejected: still serving as before, listening on \(now.isEmpty ? "nothing" : now)")
+            }
+            target.listenersChanged()
+        }
+        let cut = target.apply(new)
+        new.notes.forEach { Log.info($0) }
+        let summary = changes.isEmpty ? "no option changed" : changes.map(\.description).joined(separator: "; ")
+        Log.line("reloaded: \(summary)\(cut > 0 ? "; closed \(cut) connections no longer in the whitelist" : "")")
+        notifier?.statusChanged()
+    }
+
+    /// `fresh` with every option that cannot change while running put back to
+    /// its value in `current`, each one reported.
+    private func keepingUnreloadable(_ fresh: Settings, from current: Settings,
+                                     socketsFromServiceManager: Bool) -> Settings {
+        var (new, refused) = fresh.keepingUnreloadable(from: current)
+        if socketsFromServiceManager {
+            // The sockets belong to the service manager's socket unit: where to
+            // listen changes there, and with a restart, never by binding here.
+            let placed = [AnyOptionSpec(OptionTable.bindInterface), AnyOptionSpec(OptionTable.port)]
+            for option in placed where option.show(new) != option.show(current) {
+                refused.append(Settings.Change(key: option.name, old: option.show(current), new: option.show(new),
+                                               reloadable: false))
+                try? option.set(&new, option.show(current))
+            }
+        }
+        for change in refused {
+            Log.warning("\(change.key) cannot change while running: keeping \(ConfigText.quoted(change.old)) (restart to use \(ConfigText.quoted(change.new)))")
+        }
+        return new
+    }
+}
