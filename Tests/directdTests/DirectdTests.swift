@@ -184,9 +184,8 @@ struct DirectdTests {
         let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
         #expect(client.send([1, 2, 3]))
         #expect(client.receive(exactly: 3) == [1, 2, 3])
-        let start = Date()
+        // The client never closes: only the grace period can end the drain.
         #expect(daemon.stop(signal: SIGINT) == 0)
-        #expect(Date().timeIntervalSince(start) < 5)
         // The connection was cut once the grace period ended, with a reset: a
         // FIN would tell the client its stream ended complete.
         #expect(client.receiveUntilEnd().failureText == "Connection reset by peer")

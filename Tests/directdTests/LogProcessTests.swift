@@ -43,15 +43,13 @@ struct LogProcessTests {
         #expect(pipe.unread >= pipe.size - 512, "standard error should be stalled: \(pipe.unread) bytes in the pipe")
         #expect(fcntl(pipe.writeEnd, F_GETFL) & O_NONBLOCK == 0, "directd set O_NONBLOCK on the shared description")
 
-        // Stalled, and still serving.
-        let start = Date()
+        // Stalled, and still serving: a loop blocked on the pipe would answer none.
         for round in 0..<20 {
             guard echo() else {
                 Issue.record("echo failed at round \(round) while standard error is stalled")
                 return
             }
         }
-        #expect(Date().timeIntervalSince(start) < 5)
 
         // The reader comes back: the count of what was lost arrives.
         var text = ""

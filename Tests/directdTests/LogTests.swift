@@ -219,7 +219,9 @@ struct LogTests {
         let start = Date()
         let lost = sink.flush(timeoutMilliseconds: 300)
         let elapsed = Date().timeIntervalSince(start)
-        #expect(elapsed >= 0.25 && elapsed < 3, "\(elapsed) s")
+        // It waits for its timeout, and then returns (a stalled pipe would
+        // otherwise hold it forever; the bound only catches that).
+        #expect(elapsed >= 0.25 && elapsed < 30, "\(elapsed) s")
         #expect(lost == droppedBefore + waiting)
         #expect(sink.backlog == 0)
     }

@@ -110,10 +110,11 @@ struct ServiceNotifierTests {
         #expect(receiver.drain().isEmpty, "nothing more within the second")
 
         var later: [String] = []
-        loop.run(until: { later += receiver.drain(); return !later.isEmpty }, limit: 1500)
+        // A loaded machine may deliver it late, never early.
+        loop.run(until: { later += receiver.drain(); return !later.isEmpty }, limit: 10_000)
         let elapsed = (uv_hrtime() - start) / 1_000_000
         #expect(later == ["STATUS=two lines"], "only the latest, on one line")
-        #expect(elapsed >= 900 && elapsed <= 1600, "a second after the first: \(elapsed) ms")
+        #expect(elapsed >= 900, "not before a second after the first: \(elapsed) ms")
 
         // The same value again is not news; after a quiet second the timer goes.
         notifier.status("two\nlines")
