@@ -238,7 +238,7 @@ final class Server: SessionHost, ReloadTarget {
             switch expiry {
             case .connectTimeout:
                 self.session(session, upstreamFailed: "upstream \(session.target.map(\.description) ?? "?") did not answer within \(settings.connectTimeout) s")
-                session.close(reason: nil)
+                session.close(reason: nil, reset: true)   // not an empty reply
             case .idle:
                 session.close(reason: "idle for \(settings.idleTimeout) s")
             }
