@@ -246,7 +246,7 @@ final class Server: SessionHost, ReloadTarget {
             self.session(session, upstreamFailed: "upstream \(session.target.map(\.description) ?? "?") did not answer within \(settings.connectTimeout) s")
             session.close(reason: nil, reset: true)   // not an empty reply
         case .idle:
-            session.close(reason: "idle for \(settings.idleTimeout) s")
+            session.close(reason: "idle for \(settings.idleTimeout) s", reset: true)   // cut on purpose
         }
     }
 
