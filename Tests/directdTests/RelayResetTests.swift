@@ -116,10 +116,13 @@ struct RelayResetTests {
             }
             // Bounded wait until the floods stall: each holder's socket and its
             // pipe are full, so every pipe is taken.
-            var last = -1
-            for _ in 0..<50 where flooded.get() != last || last < 4 * (1 << 20) {
-                last = flooded.get()
+            // Stalled: no progress over three samples 0.2 s apart (at most 10 s).
+            var last = -1, still = 0
+            for _ in 0..<50 where still < 3 {
                 usleep(200_000)
+                let now = flooded.get()
+                still = now == last && now >= 4 << 20 ? still + 1 : 0
+                last = now
             }
         }
         let first = holders.count + 1
