@@ -21,6 +21,10 @@ final class Server: SessionHost, ReloadTarget {
     private lazy var reloader = Reloader(target: self)
     /// Sessions waiting for relay memory, for a rate-limited warning.
     private var memoryWarningAt: UInt64 = 0
+    /// The tick's expiries, cut only if they still hold after the next poll.
+    private lazy var expiries = ExpiryConfirmation(loop: loop) { [unowned self] session, expiry in
+        self.expire(session, expiry)
+    }
 
     init(loop: UnsafeMutablePointer<uv_loop_t>, settings: Settings) {
         self.loop = loop
@@ -232,16 +236,17 @@ final class Server: SessionHost, ReloadTarget {
     private func tick(_ now: UInt64) {
         gate.tick(now: now, needed: descriptorsPerSession, open: table.count)
         pool.trim()
-        let expired = table.expired(at: now, connectLimit: UInt64(settings.connectTimeout * 1000),
-                                    idleLimit: UInt64(settings.idleTimeout * 1000))
-        for (session, expiry) in expired {
-            switch expiry {
-            case .connectTimeout:
-                self.session(session, upstreamFailed: "upstream \(session.target.map(\.description) ?? "?") did not answer within \(settings.connectTimeout) s")
-                session.close(reason: nil)
-            case .idle:
-                session.close(reason: "idle for \(settings.idleTimeout) s")
-            }
+        expiries.propose(table.expired(at: now, connectLimit: UInt64(settings.connectTimeout * 1000),
+                                       idleLimit: UInt64(settings.idleTimeout * 1000)))
+    }
+
+    private func expire(_ session: Session, _ expiry: SessionTable.Expiry) {
+        switch expiry {
+        case .connectTimeout:
+            self.session(session, upstreamFailed: "upstream \(session.target.map(\.description) ?? "?") did not answer within \(settings.connectTimeout) s")
+            session.close(reason: nil, reset: true)   // not an empty reply
+        case .idle:
+            session.close(reason: "idle for \(settings.idleTimeout) s", reset: true)   // cut on purpose
         }
     }
 
@@ -285,6 +290,7 @@ final class Server: SessionHost, ReloadTarget {
             Log.line(table.summary)
         }
         lifecycle.finish()
+        expiries.close()
         reloader.close()
         gate.close()
         notifier?.close()

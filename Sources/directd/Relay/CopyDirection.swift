@@ -85,7 +85,13 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
             if nread < 0 {
                 let error = UVError(Int32(nread))
                 if error == .endOfFile {
-                    endOfSource()
+                    // libuv makes up an EOF on EPOLLHUP after a partial read, so
+                    // this may be a reset: the socket's pending error tells.
+                    if let reset = SocketEnd.pendingError(of: source) {
+                        session.fail(reset, side: source)
+                    } else {
+                        endOfSource()
+                    }
                 } else if error == .noBufferSpace {
                     waitForChunk()
                 } else {

@@ -107,7 +107,7 @@ final class Session {
         let handle = HandleStorage.allocate(uv_tcp_t.self)
         if let error = UVError.check(uv_tcp_init(loop, handle)) {
             HandleStorage.discard(handle)
-            return close(reason: "cannot create the upstream handle: \(error)")
+            return close(reason: "cannot create the upstream handle: \(error)", reset: true)
         }
         HandleStorage.attach(self, to: handle)
         upstream = handle
@@ -126,7 +126,7 @@ final class Session {
             request.deallocate()
             connecting = false
             host.session(self, upstreamFailed: "cannot connect to \(target): \(error)")
-            close(reason: nil)
+            close(reason: nil, reset: true)
         }
     }
 
@@ -134,8 +134,10 @@ final class Session {
         connecting = false
         guard !isClosed else { return }   // timed out or stopped while connecting
         guard status == 0, let upstream else {
+            // A reset, not a FIN: an EOF after no byte would look like an empty
+            // successful reply. The same when the upstream reset before this callback.
             host.session(self, upstreamFailed: "upstream \(target.map(\.description) ?? "?") refused: \(UVError(status))")
-            return close(reason: nil)
+            return close(reason: nil, reset: true)
         }
         uv_tcp_nodelay(client, 1)
         uv_tcp_nodelay(upstream, 1)
@@ -249,7 +251,12 @@ final class Session {
         isClosed = true
         directions.forEach { $0.stop() }
         for handle in [client, upstream].compactMap({ $0 }) {
-            if reset { HandleStorage.closeWithReset(handle) } else { HandleStorage.close(handle) }
+            if reset {
+                SocketEnd.armReset(handle)   // a reset even with a shutdown pending
+                HandleStorage.closeWithReset(handle)
+            } else {
+                HandleStorage.close(handle)
+            }
         }
         holdDescriptors(-descriptors)
         host.sessionClosed(self, reason: reason)

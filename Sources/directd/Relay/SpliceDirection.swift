@@ -300,13 +300,17 @@ final class SpliceDirection: RelayDirection {
         if let error = sinkWatcher!.watch(true) { session.fail(error, side: sink) }
     }
 
-    /// The source sent FIN and the pipe is empty: pass it on.
+    /// The source ended and the pipe is empty: pass a FIN on as a FIN, and a
+    /// reset (a pending error on the source) as a reset.
     private func endOfSource() {
         if reading {
             reading = false
             uv_read_stop(source)
         }
         releasePipe()
+        if let reset = SocketEnd.pendingError(descriptor: sourceDescriptor) {
+            return session.fail(reset, side: source)
+        }
         if shutdown(sinkDescriptor, Int32(SHUT_WR)) != 0 {
             return session.fail(UVError(-errno), side: sink)
         }
@@ -387,17 +391,9 @@ final class SinkWatcher {
             // libuv reports a socket error (EPOLLERR) as UV_EBADF and stops the
             // handle; the socket's own error (a reset, say) is the one to tell.
             watching = false
-            return direction.sinkFailed(pendingError() ?? UVError(status))
+            return direction.sinkFailed(SocketEnd.pendingError(descriptor: descriptor) ?? UVError(status))
         }
         direction.pump()
-    }
-
-    /// The socket's pending error (SO_ERROR), if any.
-    private func pendingError() -> UVError? {
-        var error: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        guard getsockopt(descriptor, SOL_SOCKET, SO_ERROR, &error, &length) == 0, error != 0 else { return nil }
-        return UVError(-error)
     }
 
     /// Stops watching and closes the duplicate. `uv_close` takes the
