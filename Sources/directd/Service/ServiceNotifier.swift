@@ -53,7 +53,7 @@ final class ServiceNotifier {
     private var statusIsStale = false
     private var lastStatus: String?
     /// Messages waiting to be sent, in order; more than one only while the manager is busy.
-    private var queue: [String] = []
+    private var queue: [NotifyMessage] = []
     private var isClosed = false
 
     /// Whether a manager listens: false means every call is silent.
@@ -110,6 +110,31 @@ final class ServiceNotifier {
 
     /// The drain has begun; the manager stops expecting readiness.
     func stopping() { send("STOPPING=1") }
+
+    /// Hands `fd` to the manager's file descriptor store under `name` (one
+    /// message per descriptor: `FDNAME=` names every descriptor of a message).
+    /// A duplicate travels in the queue, so the listener may close meanwhile.
+    func store(_ fd: Int32, name: String) {
+        guard isEnabled else { return }
+        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 3)
+        guard copy >= 0 else {
+            return Log.warning("cannot store \(LogEscaping.escaped(name)) with the service manager: dup: \(String(cString: strerror(errno)))")
+        }
+        send(NotifyMessage("FDSTORE=1\nFDNAME=\(name)", descriptor: copy))
+    }
+
+    /// Takes every descriptor named `name` out of the manager's store.
+    func removeStored(name: String) { send("FDSTOREREMOVE=1\nFDNAME=\(name)") }
+
+    /// Sends what is queued, then `BARRIER=1`, and waits at most `timeout` ms
+    /// for the manager to have handled all of it; false when it did not (or
+    /// the queue could not be sent). Blocks the loop: only for rare steps.
+    func barrier(timeout: Int32) -> Bool {
+        guard isEnabled, let socket else { return false }
+        flush()
+        guard queue.isEmpty else { return false }
+        return socket.barrier(timeout: timeout)
+    }
 
     /// Where `statusChanged()` gets the status text: asked at most once a second.
     var statusSource: (() -> String)?
@@ -169,6 +194,7 @@ final class ServiceNotifier {
         watchdog = nil
         statusTimer?.close()
         statusTimer = nil
+        queue.forEach { $0.discard() }
         queue.removeAll()
     }
 
@@ -193,11 +219,13 @@ final class ServiceNotifier {
         send("STATUS=\(line)")
     }
 
-    private func send(_ message: String) {
-        guard isEnabled else { return }
+    private func send(_ message: String) { send(NotifyMessage(message)) }
+
+    private func send(_ message: NotifyMessage) {
+        guard isEnabled else { return message.discard() }
         if queue.count >= Self.queueLimit {
-            let index = queue.firstIndex { $0.hasPrefix("STATUS=") || $0 == "WATCHDOG=1" } ?? 0
-            queue.remove(at: index)
+            let index = queue.firstIndex { $0.text.hasPrefix("STATUS=") || $0.text == "WATCHDOG=1" } ?? 0
+            queue.remove(at: index).discard()
         }
         queue.append(message)
         flush()
@@ -207,9 +235,9 @@ final class ServiceNotifier {
     private func flush() {
         guard let socket else { return }
         while let message = queue.first {
-            switch socket.send(message) {
+            switch socket.send(message.text, descriptor: message.descriptor) {
             case .sent:
-                queue.removeFirst()
+                queue.removeFirst().discard()
             case .wouldBlock:
                 // Retried by the status timer's next tick (started if need be).
                 if statusTimer == nil, !isClosed {
@@ -222,7 +250,7 @@ final class ServiceNotifier {
             case .failed(let error):
                 // The manager went away or refuses us: say so once, then drop
                 // the message. directd goes on serving either way.
-                queue.removeFirst()
+                queue.removeFirst().discard()
                 if !socket.reportedFailure {
                     socket.reportedFailure = true
                     Log.warning("cannot notify the service manager at NOTIFY_SOCKET=\(socket.displayName): \(error)")
@@ -251,9 +279,25 @@ enum ServiceEnvironment {
     }
 }
 
+/// One sd_notify datagram, with the descriptor it carries (a duplicate the
+/// message owns: closed once sent or dropped).
+struct NotifyMessage {
+    let text: String
+    let descriptor: Int32?
+
+    init(_ text: String, descriptor: Int32? = nil) {
+        self.text = text
+        self.descriptor = descriptor
+    }
+
+    func discard() {
+        if let descriptor { Glibc.close(descriptor) }
+    }
+}
+
 /// The datagram socket toward `NOTIFY_SOCKET`: a path (`/run/systemd/notify`)
 /// or an abstract name (`@name`, a leading NUL byte on the wire).
-private final class NotifySocket {
+final class NotifySocket {
     enum Outcome {
         case sent, wouldBlock
         case failed(String)
@@ -298,11 +342,14 @@ private final class NotifySocket {
 
     deinit { Glibc.close(fd) }
 
-    func send(_ message: String) -> Outcome {
+    func send(_ message: String, descriptor: Int32? = nil) -> Outcome {
         var message = message
         let sent = message.withUTF8 { bytes in
-            withUnsafePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+            withUnsafeMutablePointer(to: &address) { pointer in
+                if let descriptor {
+                    return NotifySocket.sendWithDescriptor(fd, bytes, descriptor, pointer, addressLength)
+                }
+                return pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
                     sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL), address, addressLength)
                 }
             }
@@ -311,6 +358,50 @@ private final class NotifySocket {
         switch errno {
         case EAGAIN, EINTR, ENOBUFS: return .wouldBlock
         case let code: return .failed(String(cString: strerror(code)))
+        }
+    }
+
+    /// `BARRIER=1` (systemd 246 on): the manager closes its copy of the pipe's
+    /// write end once it has handled every earlier message. Waits for that at
+    /// most `timeout` ms; false when it did not come. Blocks: call it only
+    /// before the loop runs.
+    func barrier(timeout: Int32) -> Bool {
+        var ends: [Int32] = [-1, -1]
+        guard pipe2(&ends, O_CLOEXEC) == 0 else { return false }
+        defer { Glibc.close(ends[0]) }
+        let outcome = send("BARRIER=1", descriptor: ends[1])
+        Glibc.close(ends[1])
+        guard case .sent = outcome else { return false }
+        var poller = pollfd(fd: ends[0], events: 0, revents: 0)
+        var ready: Int32 = -1
+        for _ in 0..<8 {   // EINTR: try again, a few times
+            ready = poll(&poller, 1, timeout)
+            if ready >= 0 || errno != EINTR { break }
+        }
+        return ready == 1 && poller.revents & Int16(POLLHUP) != 0
+    }
+
+    /// `sendmsg` with one descriptor as SCM_RIGHTS. Swift has no CMSG_* macros:
+    /// the control buffer is laid out by hand, a `cmsghdr` then the int, in
+    /// 8-byte words (CMSG_SPACE(4) on 64-bit Linux is 24 bytes, CMSG_LEN(4) 20).
+    private static func sendWithDescriptor(_ fd: Int32, _ bytes: UnsafeBufferPointer<UInt8>, _ descriptor: Int32,
+                                           _ address: UnsafeMutablePointer<sockaddr_un>,
+                                           _ addressLength: socklen_t) -> Int {
+        let headerSize = (MemoryLayout<cmsghdr>.size + 7) & ~7
+        var control = [UInt64](repeating: 0, count: (headerSize + 8) / 8)
+        var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+        return control.withUnsafeMutableBytes { buffer in
+            let header = buffer.baseAddress!.assumingMemoryBound(to: cmsghdr.self)
+            header.pointee.cmsg_level = SOL_SOCKET
+            header.pointee.cmsg_type = Int32(SCM_RIGHTS)
+            header.pointee.cmsg_len = headerSize + MemoryLayout<Int32>.size
+            buffer.storeBytes(of: descriptor, toByteOffset: headerSize, as: Int32.self)
+            return withUnsafeMutablePointer(to: &vector) { vector in
+                var message = msghdr(msg_name: UnsafeMutableRawPointer(address), msg_namelen: addressLength,
+                                     msg_iov: vector, msg_iovlen: 1, msg_control: buffer.baseAddress,
+                                     msg_controllen: buffer.count, msg_flags: 0)
+                return sendmsg(fd, &message, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
+            }
         }
     }
 }
