@@ -175,6 +175,57 @@ struct FileDescriptorStoreTests {
         #expect(second.stop() == 0)
     }
 
+    /// A reload from 127.0.0.1 to every interface on the same port: the
+    /// manager's copy of the old listener would keep the wildcard from binding,
+    /// so it is taken out of the store (and awaited) first.
+    @Test func aReloadThatWidensOnTheSamePortIsNotBlockedByTheStoredCopy() throws {
+        let manager = try FakeFDStore()
+        defer { manager.shutdown() }
+        let port = try freePort()
+        let config = try ConfigFileFixture(["bind-interface": "127.0.0.1", "direct-access-port": String(port)])
+        let started = try StoreStarted(["--config", config.path], passing: [], notifySocket: manager.name)
+        try #require(started.waitForLog("serving echo"), "\(started.log)")
+        let old = "tcp-127.0.0.1-\(port)"
+        try #require(manager.wait { $0.contains("FDSTORE=1\nFDNAME=\(old)") }, "\(manager.messages)")
+        try config.write(["bind-interface": "", "direct-access-port": String(port)])
+        kill(started.pid, SIGHUP)
+        try #require(started.waitForLog("reloaded: "), "\(started.log)")
+        #expect(!started.log.contains("reload rejected"), "\(started.log)")
+        let new = "tcp-0.0.0.0-\(port)"
+        #expect(manager.wait { $0.contains("FDSTORE=1\nFDNAME=\(new)") }, "\(manager.messages)")
+        let messages = manager.messages
+        let removed = try #require(messages.firstIndex(of: "FDSTOREREMOVE=1\nFDNAME=\(old)"), "\(messages)")
+        #expect(removed < (messages.firstIndex(of: "FDSTORE=1\nFDNAME=\(new)") ?? -1))
+        #expect(manager.stored.map(\.name).filter { $0.hasPrefix("tcp-0.0.0.0") || $0.hasPrefix("tcp-127") } == [new])
+        #expect(listeningAddresses(port: port).contains("00000000"))
+        #expect(!listeningAddresses(port: port).contains("0100007F"))
+        #expect(started.stop() == 0)
+    }
+
+    /// bind-dynamic follows the value, and takes its stored listeners over too.
+    @Test func bindDynamicTakesItsStoredListenerOverAfterACrash() throws {
+        let manager = try FakeFDStore()
+        defer { manager.shutdown() }
+        let port = try freePort()
+        let arguments = ["--bind-dynamic", "Y", "--bind-interface", "127.0.0.1", "--port", String(port)]
+        let first = try StoreStarted(arguments, passing: [], notifySocket: manager.name)
+        try #require(first.waitForLog("serving echo"), "\(first.log)")
+        let name = "tcp-127.0.0.1-\(port)"
+        try #require(manager.wait { $0.contains("FDSTORE=1\nFDNAME=\(name)") }, "\(manager.messages)")
+        let inode = socketInode(try #require(manager.stored.first?.fd))
+        first.stop(signal: SIGKILL)
+        let second = try StoreStarted(arguments, passing: manager.stored, notifySocket: manager.name)
+        try #require(second.waitForLog("serving echo"), "\(second.log)")
+        #expect(second.log.contains("taking over stored \(name)"), "\(second.log)")
+        #expect(second.socketInodes.contains(inode))
+        #expect(!manager.messages.contains { $0.hasPrefix("FDSTOREREMOVE") }, "\(manager.messages)")
+        do {
+            let echo = try TCPClient(host: "127.0.0.1", port: port)
+            #expect(echo.send([9]) && echo.receive(exactly: 1) == [9])
+        }
+        #expect(second.stop() == 0)
+    }
+
     /// A stored socket that is not what its name says.
     enum Impostor: String, CaseIterable {
         /// 0.0.0.0 under the name of 127.0.0.1.
