@@ -65,6 +65,11 @@ final class ListenerSource {
     /// and the error says why. Returns the lines to log.
     func reconcile(to settings: Settings) throws(BindError) -> [String] {
         if let follower {
+            if let willReconcile, let table = try? InterfaceTable.current(resolving: settings.bindInterface),
+               let plan = try? BindPlan(BindValue(parsing: settings.bindInterface), port: settings.port,
+                                        interfaces: table, bindToDevice: settings.bindToDevice, waiting: true) {
+                willReconcile(plan, follower.group.listeners)
+            }
             // The follower logs its own changes as they happen.
             try follower.update(value: settings.bindInterface, port: settings.port)
             return []
