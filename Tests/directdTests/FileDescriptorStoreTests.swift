@@ -226,6 +226,43 @@ struct FileDescriptorStoreTests {
         #expect(second.stop() == 0)
     }
 
+    /// A socket unit's socket and a stored one together: socket activation
+    /// decides, the stored one is closed and taken out, nothing is stored.
+    @Test func withASocketUnitTheStoredListenersAreClosedAndNothingIsStored() throws {
+        let manager = try FakeFDStore()
+        defer { manager.shutdown() }
+        let port = try freePort()
+        let unitSocket = try listeningSocket(port: port)
+        let stalePort = try freePort()
+        let stale = try listeningSocket(port: stalePort)
+        let staleName = "tcp-127.0.0.1-\(stalePort)"
+        manager.put(stale, name: staleName)
+        let started = try StoreStarted(["--bind-interface", "127.0.0.1", "--port", String(port)],
+                                       passing: [("directd", unitSocket)] + manager.stored, notifySocket: manager.name)
+        defer { close(unitSocket) }
+        try #require(started.waitForLog("serving echo"), "\(started.log)")
+        #expect(started.log.contains("listening on 127.0.0.1:\(port) (from the service manager)"), "\(started.log)")
+        #expect(started.log.contains("closed stored \(staleName): the socket unit's sockets are served instead"), "\(started.log)")
+        #expect(manager.wait { $0.contains("FDSTOREREMOVE=1\nFDNAME=\(staleName)") }, "\(manager.messages)")
+        #expect(!manager.messages.contains { $0.hasPrefix("FDSTORE=1") }, "the socket unit holds its sockets: \(manager.messages)")
+        #expect(!listeningAddresses(port: stalePort).contains("0100007F"), "the stale one is gone")
+        #expect(started.stop() == 0)
+    }
+
+    /// A listening TCP socket on 127.0.0.1:port, as a socket unit would pass it.
+    func listeningSocket(port: UInt16) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard fd >= 0, bound == 0, listen(fd, 16) == 0 else { throw TestFailure("listen on \(port): \(errno)") }
+        return fd
+    }
+
     /// A stored socket that is not what its name says.
     enum Impostor: String, CaseIterable {
         /// 0.0.0.0 under the name of 127.0.0.1.
