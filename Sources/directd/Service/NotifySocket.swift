@@ -1,5 +1,4 @@
 import CUV
-import UVBind
 #if canImport(Glibc)
 import Glibc
 #endif
