@@ -85,7 +85,9 @@ final class FileDescriptorStore {
                     continue
                 }
                 returned.append(Returned(fd: fd, name: name))
-                held[name.description] = Self.inode(of: fd)
+                // A refused twin's removal takes this one out of the store too:
+                // then it counts as not held, and is stored again by `sync`.
+                held[name.description] = removals.contains(name.description) ? nil : Self.inode(of: fd)
             }
         }
     }
