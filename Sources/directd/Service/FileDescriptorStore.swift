@@ -17,8 +17,8 @@ import UVBind
 /// longer wants is closed. Both are taken out of the store (`FDSTOREREMOVE`).
 ///
 /// Without `NOTIFY_SOCKET`, with sockets from a socket unit (which holds them
-/// already), or with `FDSTORE=0` (systemd 254 on sets it to the unit's
-/// `FileDescriptorStoreMax=`), nothing is stored. A manager that refuses
+/// already), or with `FDSTORE=0` (systemd 254 on passes a non-zero
+/// `FileDescriptorStoreMax=` as `FDSTORE`; 252 passes nothing), nothing is stored. A manager that refuses
 /// (`FileDescriptorStoreMax=0` on systemd 252) logs it and drops the
 /// descriptor: directd does not depend on the store. Loop thread only.
 final class FileDescriptorStore {
