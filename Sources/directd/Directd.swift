@@ -118,11 +118,24 @@ struct ConfigOptions: ParsableArguments {
 
     /// The sockets the service manager handed over, checked against the bind
     /// value (exactly its listeners, never wider); nil when not socket-activated.
-    func inheritedSockets(_ settings: Settings, plan: BindPlan) throws -> [InheritedSocket]? {
+    ///
+    /// Descriptors under directd's own fdstore names (`tcp-127.0.0.1-21118`) are
+    /// not socket activation: they go to the returned store, checked, to be
+    /// taken over by the listeners that want them. With sockets from a socket
+    /// unit as well, the unit's decide and the stored ones are closed.
+    func inheritedSockets(_ settings: Settings, plan: BindPlan) throws -> (sockets: [InheritedSocket]?, store: FileDescriptorStore) {
         do {
-            guard let sockets = try SocketActivation.inherited() else { return nil }
+            let passed = try SocketActivation.passedDescriptors(
+                ServiceEnvironment.current(SocketActivation.environmentKeys), processID: getpid()) ?? []
+            let (stored, others) = FileDescriptorStore.split(passed)
+            let store = FileDescriptorStore(stored: stored, fromSocketUnit: !others.isEmpty)
+            guard !others.isEmpty else { return (nil, store) }
+            var sockets: [InheritedSocket] = []
+            for (fd, name) in others {
+                sockets.append(try SocketActivation.inspect(fd: fd, name: name))
+            }
             let configured = settings.given.contains(OptionTable.bindInterface.key!)
-            return try SocketActivation.adopt(sockets, plan: configured ? plan : nil)
+            return (try SocketActivation.adopt(sockets, plan: configured ? plan : nil), store)
         } catch {
             throw ExitStatus.report(error)
         }
@@ -147,7 +160,7 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         let (settings, plan) = try options.plan()
-        let inherited = try options.inheritedSockets(settings, plan: plan)
+        let (inherited, store) = try options.inheritedSockets(settings, plan: plan)
         // A peer that disappears must not kill the process with SIGPIPE; the write
         // then fails with EPIPE and that connection closes.
         signal(SIGPIPE, SIG_IGN)
@@ -163,11 +176,12 @@ struct Serve: ParsableCommand {
         Log.attach(to: server.loop)
         let options = self.options
         server.readSettings = { try options.settings() }
+        server.descriptorStore = store
         do {
             if let inherited {
                 try server.adopt(inherited)
             } else if settings.bindDynamic {
-                try server.follow()
+                try server.follow(plan)
             } else {
                 try server.listen(plan)
             }
@@ -196,7 +210,7 @@ struct Check: ParsableCommand {
     func run() throws {
         let (settings, plan) = try options.plan()
         plan.notes.forEach { $0.severity == .warning ? Log.warning($0.text) : Log.info($0.text) }
-        if let inherited = try options.inheritedSockets(settings, plan: plan) {
+        if let inherited = try options.inheritedSockets(settings, plan: plan).sockets {
             SocketActivation.describe(inherited).forEach { print($0) }
         } else {
             for target in plan.targets {

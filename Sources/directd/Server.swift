@@ -18,6 +18,8 @@ final class Server: SessionHost, ReloadTarget {
     private var source: ListenerSource?
     /// Readiness, reload, stop and status for a service manager (silent without one).
     private(set) var notifier: ServiceNotifier?
+    /// The listeners in the manager's fdstore; set by the command before listening.
+    var descriptorStore: FileDescriptorStore?
     private lazy var reloader = Reloader(target: self)
     /// Sessions waiting for relay memory, for a rate-limited warning.
     private var memoryWarningAt: UInt64 = 0
@@ -61,7 +63,9 @@ final class Server: SessionHost, ReloadTarget {
 
     /// Opens every listener of the plan (all or nothing) and logs where it listens.
     func listen(_ plan: BindPlan) throws(BindError) {
-        use(try ListenerSource.open(plan, loop: loop, backlog: settings.backlog, onConnection: connectionPending))
+        descriptorStore?.keep(only: plan.targets)
+        use(try ListenerSource.open(plan, loop: loop, backlog: settings.backlog, takeOver: takeOver,
+                                    onConnection: connectionPending))
     }
 
     /// Serves on sockets inherited from the service manager.
@@ -71,16 +75,28 @@ final class Server: SessionHost, ReloadTarget {
 
     /// Follows the bind value as the network changes (bind-dynamic): listens on
     /// what is there now, possibly nothing, and logs each change.
-    func follow() throws(BindError) {
-        use(try ListenerSource.follow(settings, loop: loop, onConnection: connectionPending) { [unowned self] event in
+    func follow(_ plan: BindPlan) throws(BindError) {
+        descriptorStore?.keep(only: plan.targets)
+        use(try ListenerSource.follow(settings, loop: loop, takeOver: takeOver,
+                                      onConnection: connectionPending) { [unowned self] event in
             if event.severity == .warning { Log.warning(event.description) } else { Log.line(event.description) }
             self.gate.listenersChanged(to: self.source?.listeners.count ?? 0)
+            self.descriptorStore?.sync(self.source?.listeners ?? [])
             self.notifier?.statusChanged()
         })
     }
 
+    /// The fdstore's socket for a target, if it handed one back.
+    private var takeOver: ((ListenTarget) -> Int32?)? {
+        guard let store = descriptorStore else { return nil }
+        return { [unowned store] target in store.takeOver(target) }
+    }
+
     private func use(_ source: ListenerSource) {
         self.source = source
+        source.willReconcile = { [unowned self] plan, current in
+            self.descriptorStore?.release(inTheWayOf: plan.targets, current: current)
+        }
         source.notes.forEach { $0.severity == .warning ? Log.warning($0.text) : Log.info($0.text) }
         // A follower logs its own changes, the first ones included.
         guard source.origin != .following else { return }
@@ -132,6 +148,7 @@ final class Server: SessionHost, ReloadTarget {
             ServiceNotifier.statusLine(listeners: self.listeningAddresses, open: self.table.count,
                                        total: Int(self.table.total))
         }
+        descriptorStore?.attach(notifier, listeners: source?.listeners ?? [])
         notifier.ready()
         notifier.statusChanged()
         self.notifier = notifier
@@ -262,11 +279,14 @@ final class Server: SessionHost, ReloadTarget {
 
     func listenersChanged() {
         gate.listenersChanged(to: source?.listeners.count ?? 0)
+        descriptorStore?.sync(source?.listeners ?? [])
         notifier?.statusChanged()
     }
 
     private func stopAccepting() {
         notifier?.stopping()
+        // The store keeps the listeners for the next start (a restart).
+        descriptorStore?.freeze()
         source?.close()
         gate.release()
         if table.isEmpty { finish() }

@@ -193,7 +193,9 @@ struct ServiceManagerTests {
         #expect(collect { messages.filter { $0 == "READY=1" }.count == 2 })
         #expect(daemon.stop() == 0)
         messages += receiver.drain()
-        let states = messages.filter { !$0.hasPrefix("STATUS=") && $0 != "WATCHDOG=1" }
+        // The listener goes to the fdstore before READY=1 (FileDescriptorStoreTests covers it).
+        #expect(messages.first?.hasPrefix("FDSTORE=1\nFDNAME=tcp-127.0.0.1-") == true, "\(messages)")
+        let states = messages.filter { !$0.hasPrefix("STATUS=") && $0 != "WATCHDOG=1" && !$0.hasPrefix("FDSTORE=1") }
         #expect(states.count == 4, "\(states)")
         #expect(states.first == "READY=1")
         #expect(states.dropFirst().first?.hasPrefix("RELOADING=1\nMONOTONIC_USEC=") == true, "\(states)")

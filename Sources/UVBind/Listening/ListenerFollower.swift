@@ -126,10 +126,12 @@ public final class ListenerFollower: HandleCloseObserver {
     /// every change, including those of this first pass, before this returns.
     public convenience init(value text: String, port: UInt16, loop: UnsafeMutablePointer<uv_loop_t>,
                             backlog: Int32 = 511, bindToDevice: Bool = false,
+                            takeOver: ((ListenTarget) -> Int32?)? = nil,
                             onConnection: @escaping Listener.ConnectionHandler,
                             onChange: @escaping (Event) -> Void) throws(BindError) {
+        // The group's `takeOver` is set before the first pass opens anything.
         try self.init(value: text, port: port, loop: loop, backlog: backlog, bindToDevice: bindToDevice,
-                      onConnection: onConnection, onChange: onChange, beforeFirstPass: nil)
+                      onConnection: onConnection, onChange: onChange, beforeFirstPass: { $0.group.takeOver = takeOver })
     }
 
     /// `beforeFirstPass` sees the follower before any change is reported, so

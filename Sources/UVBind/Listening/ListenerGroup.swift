@@ -1,4 +1,7 @@
 import CUV
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The listeners of one bind value, kept equal to what it resolves to.
 ///
@@ -31,6 +34,11 @@ public final class ListenerGroup {
     public let backlog: Int32
     private let onConnection: Listener.ConnectionHandler
     public private(set) var isClosed = false
+    /// Asked before a target's socket is opened: a descriptor that already
+    /// listens exactly there (a restart's stored listener) is taken over instead,
+    /// so that its backlog survives. The caller vouches for the match; the
+    /// descriptor is the group's once returned (closed by it if refused).
+    public var takeOver: ((ListenTarget) -> Int32?)?
 
     /// An empty group: nothing listens until `reconcile`.
     public init(loop: UnsafeMutablePointer<uv_loop_t>, backlog: Int32 = 511,
@@ -48,8 +56,10 @@ public final class ListenerGroup {
     /// messages (an unavailable address lists the machine's).
     public static func open(_ plan: BindPlan, loop: UnsafeMutablePointer<uv_loop_t>, backlog: Int32 = 511,
                             interfaces: InterfaceTable? = nil,
+                            takeOver: ((ListenTarget) -> Int32?)? = nil,
                             onConnection: @escaping Listener.ConnectionHandler) throws(BindError) -> ListenerGroup {
         let group = ListenerGroup(loop: loop, backlog: backlog, onConnection: onConnection)
+        group.takeOver = takeOver
         try group.reconcile(to: plan, interfaces: interfaces)
         return group
     }
@@ -146,7 +156,7 @@ public final class ListenerGroup {
         for var target in toOpen {
             if chosenPort != 0 { target = target.with(port: chosenPort) }
             do throws(Listener.OpenError) {
-                let listener = try Listener.open(target, loop: loop, backlog: backlog, onConnection: onConnection)
+                let listener = try openOrTakeOver(target)
                 changes.opened.append(listener)
                 chosenPort = listener.address.port
             } catch {
@@ -180,6 +190,20 @@ public final class ListenerGroup {
         value = plan.value
         notes = plan.notes + changes.skipped
         return changes
+    }
+
+    /// A new socket for `target`, or the descriptor `takeOver` hands over for it.
+    private func openOrTakeOver(_ target: ListenTarget) throws(Listener.OpenError) -> Listener {
+        guard let fd = takeOver?(target) else {
+            return try Listener.open(target, loop: loop, backlog: backlog, onConnection: onConnection)
+        }
+        do throws(Listener.OpenError) {
+            return try Listener.adopt(descriptor: fd, loop: loop, backlog: backlog, onConnection: onConnection)
+        } catch {
+            // Refused before libuv took it (a check, or uv_tcp_open): still ours to close.
+            if [.adoptCheck, .adoptListening, .adoptIPv6Only, .adopt, .socket].contains(error.step) { Glibc.close(fd) }
+            throw error
+        }
     }
 
     /// Opens again the old listeners closed to make room, after the change

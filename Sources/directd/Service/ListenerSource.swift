@@ -18,6 +18,9 @@ final class ListenerSource {
         case plan, serviceManager, following
     }
     let origin: Origin
+    /// Told the plan a reload moves to, before anything changes (the fdstore
+    /// lets go of listeners in the way).
+    var willReconcile: ((BindPlan, [Listener]) -> Void)?
 
     private init(group: ListenerGroup, follower: ListenerFollower?, origin: Origin) {
         self.group = group
@@ -29,9 +32,12 @@ final class ListenerSource {
     var notes: [BindNote] { group.notes }
 
     /// Opens every listener of `plan`, all or nothing.
+    /// `takeOver`: a socket already listening for a target (the fdstore's).
     static func open(_ plan: BindPlan, loop: UnsafeMutablePointer<uv_loop_t>, backlog: Int32,
+                     takeOver: ((ListenTarget) -> Int32?)? = nil,
                      onConnection: @escaping Listener.ConnectionHandler) throws(BindError) -> ListenerSource {
-        ListenerSource(group: try ListenerGroup.open(plan, loop: loop, backlog: backlog, onConnection: onConnection),
+        ListenerSource(group: try ListenerGroup.open(plan, loop: loop, backlog: backlog, takeOver: takeOver,
+                                                     onConnection: onConnection),
                        follower: nil, origin: .plan)
     }
 
@@ -46,11 +52,12 @@ final class ListenerSource {
     /// Follows `settings`' bind value as the network changes; `onChange` hears
     /// of every listener opened or closed and every element still waited for.
     static func follow(_ settings: Settings, loop: UnsafeMutablePointer<uv_loop_t>,
+                       takeOver: ((ListenTarget) -> Int32?)? = nil,
                        onConnection: @escaping Listener.ConnectionHandler,
                        onChange: @escaping (ListenerFollower.Event) -> Void) throws(BindError) -> ListenerSource {
         let follower = try ListenerFollower(value: settings.bindInterface, port: settings.port, loop: loop,
                                             backlog: settings.backlog, bindToDevice: settings.bindToDevice,
-                                            onConnection: onConnection, onChange: onChange)
+                                            takeOver: takeOver, onConnection: onConnection, onChange: onChange)
         return ListenerSource(group: follower.group, follower: follower, origin: .following)
     }
 
@@ -58,12 +65,18 @@ final class ListenerSource {
     /// and the error says why. Returns the lines to log.
     func reconcile(to settings: Settings) throws(BindError) -> [String] {
         if let follower {
+            if let willReconcile, let table = try? InterfaceTable.current(resolving: settings.bindInterface),
+               let plan = try? BindPlan(BindValue(parsing: settings.bindInterface), port: settings.port,
+                                        interfaces: table, bindToDevice: settings.bindToDevice, waiting: true) {
+                willReconcile(plan, follower.group.listeners)
+            }
             // The follower logs its own changes as they happen.
             try follower.update(value: settings.bindInterface, port: settings.port)
             return []
         }
         let plan = try BindPlan(value: settings.bindInterface, port: settings.port,
                                 bindToDevice: settings.bindToDevice)
+        willReconcile?(plan, group.listeners)
         let changes = try group.reconcile(to: plan)
         changes.kept.forEach { Log.debug("still listening on \($0.address) (the same socket)") }
         return changes.opened.map { "listening on \($0.address)" }

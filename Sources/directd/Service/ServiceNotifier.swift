@@ -53,7 +53,7 @@ final class ServiceNotifier {
     private var statusIsStale = false
     private var lastStatus: String?
     /// Messages waiting to be sent, in order; more than one only while the manager is busy.
-    private var queue: [String] = []
+    private var queue: [NotifyMessage] = []
     private var isClosed = false
 
     /// Whether a manager listens: false means every call is silent.
@@ -110,6 +110,31 @@ final class ServiceNotifier {
 
     /// The drain has begun; the manager stops expecting readiness.
     func stopping() { send("STOPPING=1") }
+
+    /// Hands `fd` to the manager's file descriptor store under `name` (one
+    /// message per descriptor: `FDNAME=` names every descriptor of a message).
+    /// A duplicate travels in the queue, so the listener may close meanwhile.
+    func store(_ fd: Int32, name: String) {
+        guard isEnabled else { return }
+        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 3)
+        guard copy >= 0 else {
+            return Log.warning("cannot store \(LogEscaping.escaped(name)) with the service manager: dup: \(String(cString: strerror(errno)))")
+        }
+        send(NotifyMessage("FDSTORE=1\nFDNAME=\(name)", descriptor: copy))
+    }
+
+    /// Takes every descriptor named `name` out of the manager's store.
+    func removeStored(name: String) { send("FDSTOREREMOVE=1\nFDNAME=\(name)") }
+
+    /// Sends what is queued, then `BARRIER=1`, and waits at most `timeout` ms
+    /// for the manager to have handled all of it; false when it did not (or
+    /// the queue could not be sent). Blocks the loop: only for rare steps.
+    func barrier(timeout: Int32) -> Bool {
+        guard isEnabled, let socket else { return false }
+        flush()
+        guard queue.isEmpty else { return false }
+        return socket.barrier(timeout: timeout)
+    }
 
     /// Where `statusChanged()` gets the status text: asked at most once a second.
     var statusSource: (() -> String)?
@@ -169,6 +194,7 @@ final class ServiceNotifier {
         watchdog = nil
         statusTimer?.close()
         statusTimer = nil
+        queue.forEach { $0.discard() }
         queue.removeAll()
     }
 
@@ -193,11 +219,17 @@ final class ServiceNotifier {
         send("STATUS=\(line)")
     }
 
-    private func send(_ message: String) {
-        guard isEnabled else { return }
+    private func send(_ message: String) { send(NotifyMessage(message)) }
+
+    private func send(_ message: NotifyMessage) {
+        guard isEnabled else { return message.discard() }
         if queue.count >= Self.queueLimit {
-            let index = queue.firstIndex { $0.hasPrefix("STATUS=") || $0 == "WATCHDOG=1" } ?? 0
-            queue.remove(at: index)
+            let index = queue.firstIndex { $0.text.hasPrefix("STATUS=") || $0.text == "WATCHDOG=1" } ?? 0
+            let dropped = queue.remove(at: index)
+            if dropped.descriptor != nil {
+                Log.warning("the service manager is not reading: dropped \"\(String(dropped.text.map { $0 == "\n" ? " " : $0 }))\"; that listener will not survive a restart")
+            }
+            dropped.discard()
         }
         queue.append(message)
         flush()
@@ -207,9 +239,9 @@ final class ServiceNotifier {
     private func flush() {
         guard let socket else { return }
         while let message = queue.first {
-            switch socket.send(message) {
+            switch socket.send(message.text, descriptor: message.descriptor) {
             case .sent:
-                queue.removeFirst()
+                queue.removeFirst().discard()
             case .wouldBlock:
                 // Retried by the status timer's next tick (started if need be).
                 if statusTimer == nil, !isClosed {
@@ -222,7 +254,7 @@ final class ServiceNotifier {
             case .failed(let error):
                 // The manager went away or refuses us: say so once, then drop
                 // the message. directd goes on serving either way.
-                queue.removeFirst()
+                queue.removeFirst().discard()
                 if !socket.reportedFailure {
                     socket.reportedFailure = true
                     Log.warning("cannot notify the service manager at NOTIFY_SOCKET=\(socket.displayName): \(error)")
@@ -248,69 +280,5 @@ enum ServiceEnvironment {
             if let value = getenv(key) { values[key] = String(cString: value) }
         }
         return values
-    }
-}
-
-/// The datagram socket toward `NOTIFY_SOCKET`: a path (`/run/systemd/notify`)
-/// or an abstract name (`@name`, a leading NUL byte on the wire).
-private final class NotifySocket {
-    enum Outcome {
-        case sent, wouldBlock
-        case failed(String)
-    }
-
-    struct Unusable: Error, CustomStringConvertible {
-        let description: String
-    }
-
-    private let fd: Int32
-    private var address = sockaddr_un()
-    private let addressLength: socklen_t
-    let displayName: String
-    var reportedFailure = false
-
-    init(name: String) throws(Unusable) {
-        displayName = LogEscaping.escaped(name)
-        var path = Array(name.utf8)
-        switch path.first {
-        case UInt8(ascii: "/"):
-            break
-        case UInt8(ascii: "@"):
-            path[0] = 0
-        default:
-            // systemd also knows vsock: addresses (for virtual machines); directd does not.
-            throw Unusable(description: "\"\(displayName)\" is neither a socket path (/...) nor an abstract name (@...)")
-        }
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        // A path needs room for its terminating NUL; an abstract name does not.
-        guard path.count < capacity || (path[0] == 0 && path.count <= capacity) else {
-            throw Unusable(description: "\"\(displayName)\" is longer than a socket address allows (\(capacity - 1) bytes)")
-        }
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: path) }
-        // An abstract name's length is exact: trailing NULs would be part of it.
-        addressLength = socklen_t(MemoryLayout<sa_family_t>.size + path.count + (path[0] == 0 ? 0 : 1))
-        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else {
-            throw Unusable(description: "socket(AF_UNIX, SOCK_DGRAM) failed: \(String(cString: strerror(errno)))")
-        }
-    }
-
-    deinit { Glibc.close(fd) }
-
-    func send(_ message: String) -> Outcome {
-        var message = message
-        let sent = message.withUTF8 { bytes in
-            withUnsafePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
-                    sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL), address, addressLength)
-                }
-            }
-        }
-        if sent >= 0 { return .sent }
-        switch errno {
-        case EAGAIN, EINTR, ENOBUFS: return .wouldBlock
-        case let code: return .failed(String(cString: strerror(code)))
-        }
     }
 }
