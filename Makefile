@@ -127,11 +127,6 @@ SWIFTC        ?= swiftc
 
 fuzz_objects  := $(FUZZBUILD)/obj/UVBind.o $(FUZZBUILD)/obj/directd.o \
 	$(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/obj/ArgumentParserToolInfo.o
-# TOMLKit and its C++ core (CTOML), built by SwiftPM from the package's pin, not instrumented.
-fuzz_tomlkit  := $(FUZZBUILD)/spm/release/Modules/TOMLKit.swiftmodule
-fuzz_tomlkit_flags = -I $(FUZZBUILD)/spm/release/Modules \
-	-Xcc -fmodule-map-file=$(FUZZBUILD)/spm/release/CTOML.build/module.modulemap
-fuzz_tomlkit_link = $(FUZZBUILD)/spm/release/TOMLKit.build/*.o $(FUZZBUILD)/spm/release/CTOML.build/Sources/*.o -lstdc++
 fuzz_binaries := $(FUZZ_TARGETS:%=$(FUZZBUILD)/bin/fuzz-%)
 fuzz_support  := $(wildcard Tests/Fuzz/Support/*.swift)
 # Optimised (libFuzzer needs the speed; -O keeps Swift's overflow and bounds traps),
@@ -162,10 +157,6 @@ $(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/obj/ArgumentParserToolInfo.o &: P
 		-emit-module-path $(FUZZBUILD)/modules/ArgumentParser.swiftmodule -o $(FUZZBUILD)/obj/ArgumentParser.o
 	@touch $(FUZZBUILD)/obj/ArgumentParserToolInfo.o $(FUZZBUILD)/obj/ArgumentParser.o
 
-$(fuzz_tomlkit): Package.swift
-	$(SWIFT) build -c release --target TOMLKit --scratch-path $(FUZZBUILD)/spm
-	@touch $@
-
 # The targets' sources sit in folders by concern: every Swift file below each.
 uvbind_sources  := $(shell find Sources/UVBind -name '*.swift' | sort)
 directd_sources := $(shell find Sources/directd -name '*.swift' | sort)
@@ -179,8 +170,8 @@ $(FUZZBUILD)/obj/UVBind.o: $(uvbind_sources) $(wildcard Modules/*/*) $(FUZZBUILD
 # The whole directd module, as SwiftPM builds it for its tests: its @main renamed so
 # that libFuzzer's main is the program's.
 $(FUZZBUILD)/obj/directd.o: $(directd_sources) $(FUZZBUILD)/obj/UVBind.o \
-		$(FUZZBUILD)/obj/ArgumentParser.o $(fuzz_tomlkit) $(FUZZBUILD)/flags
-	$(fuzz_swiftc) $(fuzz_instrument) $(fuzz_tomlkit_flags) -c -wmo -module-name directd \
+		$(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/flags
+	$(fuzz_swiftc) $(fuzz_instrument) -c -wmo -module-name directd \
 		-Xfrontend -entry-point-function-name -Xfrontend directd_main \
 		-emit-module-path $(FUZZBUILD)/modules/directd.swiftmodule $(directd_sources) -o $@
 	@touch $@
@@ -190,8 +181,8 @@ fuzz_extra_bindvalue := Tests/UVBindTests/Fixtures.swift
 
 $(FUZZBUILD)/bin/fuzz-%: Tests/Fuzz/%.swift $(fuzz_support) $(fuzz_objects) $(FUZZBUILD)/flags
 	@mkdir -p $(FUZZBUILD)/bin
-	$(fuzz_swiftc) $(fuzz_instrument) $(fuzz_tomlkit_flags) -parse-as-library -module-name fuzz_$* -use-ld=lld \
-		$< $(fuzz_extra_$*) $(fuzz_support) $(fuzz_objects) $(fuzz_tomlkit_link) $$(pkg-config --libs libuv) -o $@
+	$(fuzz_swiftc) $(fuzz_instrument) -parse-as-library -module-name fuzz_$* -use-ld=lld \
+		$< $(fuzz_extra_$*) $(fuzz_support) $(fuzz_objects) $$(pkg-config --libs libuv) -o $@
 
 # Each target for FUZZ_SECONDS, on a scratch copy of its seeds (in $(FUZZBUILD)/run/).
 fuzz: fuzz-build
