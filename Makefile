@@ -19,7 +19,7 @@ SONAME    := libUVBind.so.$(call version_part,MAJOR)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build lib deps test-deps run test test-swift test-c test-netns test-netns-if-root test-bench \
+.PHONY: all build check-size lib deps test-deps run test test-swift test-c test-netns test-netns-if-root test-bench \
 	bench bench-deps install install-lib uninstall clean fuzz fuzz-build test-fuzz test-sanitize
 
 all: build lib
@@ -41,6 +41,16 @@ deps:
 build: deps
 	$(SWIFT) build -c release --scratch-path $(BUILD) -Xswiftc -static-stdlib -Xswiftc -enforce-exclusivity=unchecked
 
+# Issue 22: the release directd, stripped, stays at most 16 MB (it was 60 MB, 34 MB of
+# it ICU's data, while TOMLKit brought full Foundation in). Stripped on a copy.
+MAX_DIRECTD_BYTES ?= 16000000
+check-size: build
+	@copy=$$(mktemp); trap 'rm -f "$$copy"' EXIT; \
+	strip -o "$$copy" $(BUILD)/release/directd && size=$$(stat -c %s "$$copy") && \
+	if [ "$$size" -le $(MAX_DIRECTD_BYTES) ]; then echo "check-size: directd stripped is $$size bytes (at most $(MAX_DIRECTD_BYTES))"; \
+	else echo "check-size: directd stripped is $$size bytes, over $(MAX_DIRECTD_BYTES)"; exit 1; fi; \
+	if nm $(BUILD)/release/directd | grep -q 'icudt[0-9]*_dat'; then echo "check-size: ICU's data is linked in (full Foundation?)"; exit 1; fi
+
 # libUVBind.so for C hosts: the C API only is exported (uvbind.map), with a soname.
 lib: deps
 	$(SWIFT) build -c release --product UVBindC --scratch-path $(CLIB) \
@@ -52,7 +62,7 @@ lib: deps
 run: build
 	$(BUILD)/release/directd $(ARGS)
 
-test: deps test-c test-netns-if-root test-bench test-swift test-fuzz
+test: deps test-c test-netns-if-root test-bench test-swift test-fuzz check-size
 
 # Programs the Swift tests use when present, installed on a fresh machine:
 # systemd's tools (systemd-socket-activate, systemd-analyze), strace, prlimit
