@@ -141,7 +141,7 @@ extension TOMLReader {
         switch kind {
         case UInt8(ascii: "u"): digits = 4
         case UInt8(ascii: "U"): digits = 8
-        default: throw failure("unknown escape \"\\\(String(decoding: [kind], as: UTF8.self))\"", at: start)
+        default: throw failure("unknown escape \(ConfigText.quoted("\\" + String(decoding: [kind], as: UTF8.self)))", at: start)
         }
         var value: UInt32 = 0
         for _ in 0..<digits {
