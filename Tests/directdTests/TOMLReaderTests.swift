@@ -247,6 +247,11 @@ struct TOMLReaderTests {
         #expect(error?.line == 1, "\(literal): \(error.map { "\($0)" } ?? "accepted")")
     }
 
+    @Test(arguments: ["9223372036854775808", "-9223372036854775809", "0x8000000000000000", "0o1777777777777777777777"])
+    func integersPast64BitsAreRefusedAsSuch(_ literal: String) {
+        #expect(failure("a = \(literal)")?.reason.contains("does not fit a 64-bit integer") == true)
+    }
+
     @Test func columnsCountCharacters() {
         let error = failure("\"é\" = 1\n  \"ü\" = tru")
         #expect(error?.line == 2 && error?.column == 9, "\(error.map { "\($0)" } ?? "accepted")")

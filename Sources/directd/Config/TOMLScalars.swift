@@ -188,7 +188,11 @@ extension TOMLReader {
             guard isDateTime(token) else { throw failure("\(ConfigText.quoted(text)) is not a TOML date or time", at: start) }
             return .dateTime(literal: text)
         }
-        if isInteger(token) { return .integer(literal: text) }
+        switch integer(token) {
+        case .valid: return .integer(literal: text)
+        case .outOfRange: throw failure("\(ConfigText.quoted(text)) does not fit a 64-bit integer, as TOML requires", at: start)
+        case .invalid: break
+        }
         if isFloat(token) { return .float(literal: text) }
         throw failure("\(ConfigText.quoted(text)) is not a TOML value (a string needs quotes)", at: start)
     }
@@ -218,8 +222,10 @@ extension TOMLReader {
         return true
     }
 
+    private enum IntegerForm { case valid, outOfRange, invalid }
+
     /// Decimal (with sign), 0x, 0o or 0b, within a 64-bit signed integer.
-    private func isInteger(_ token: ArraySlice<UInt8>) -> Bool {
+    private func integer(_ token: ArraySlice<UInt8>) -> IntegerForm {
         var digits = token
         var radix: UInt8 = 10
         var negative = false
@@ -238,19 +244,19 @@ extension TOMLReader {
                 digits = digits.dropFirst()
             }
             // No leading zeros in decimal: "0" alone, or a digit 1-9 first.
-            if digits.count > 1, digits.first == UInt8(ascii: "0") { return false }
+            if digits.count > 1, digits.first == UInt8(ascii: "0") { return .invalid }
         }
-        guard isDigitRun(digits, radix: radix) else { return false }
+        guard isDigitRun(digits, radix: radix) else { return .invalid }
         let limit: UInt64 = negative ? UInt64(Int64.max) + 1 : UInt64(Int64.max)
         var value: UInt64 = 0
         for byte in digits where byte != UInt8(ascii: "_") {
             let (shifted, overflow) = value.multipliedReportingOverflow(by: UInt64(radix))
-            guard !overflow else { return false }
+            guard !overflow else { return .outOfRange }
             let (sum, carry) = shifted.addingReportingOverflow(UInt64(hexDigit(byte)!))
-            guard !carry, sum <= limit else { return false }
+            guard !carry, sum <= limit else { return .outOfRange }
             value = sum
         }
-        return true
+        return .valid
     }
 
     /// `[+-]` integer part, then a fraction, an exponent or both; or inf, nan.
