@@ -141,6 +141,9 @@ struct TOMLReaderTests {
             apple.taste.sweet = true
             [fruit.apple.texture]   # a sub-table of a dotted table
             smooth = true
+            [x.y.w]                 # implies x.y, which dotted keys may then define
+            [x]
+            y.z = 1
 
             [[products]]
             name = "Hammer"
@@ -153,7 +156,8 @@ struct TOMLReaderTests {
             part = "head"
             """
         let root = try parse(text)
-        #expect(root.keys == ["name", "site", "3", "a", "spaced", "fruit", "products"])
+        #expect(root.keys == ["name", "site", "3", "a", "spaced", "fruit", "x", "products"])
+        #expect(try value(text, "x", "y", "z") != nil && value(text, "x", "y", "w") != nil)
         #expect(try string(text, "3", "14159") == "pi")
         #expect(try string(text, "spaced", "quoted", "literal") == nil)
         #expect(try value(text, "spaced", "quoted", "literal", "k") != nil)
@@ -186,6 +190,9 @@ struct TOMLReaderTests {
         ("[a]\n[a]", 2, "is defined twice"),
         ("[a]\nb = 1\n[a.b]", 3, "already holds a number"),
         ("[a.b]\n[a]\nb.c = 1", 3, "a table defined elsewhere"),
+        ("[a.b.c]\n[a]\nb.c.d = 1", 3, "a table defined elsewhere"),
+        ("[x.y.w]\n[x]\ny.z = 1\n[x.y]", 4, "already by dotted keys"),
+        ("[x.y.w]\n[x.y]\n[x]\ny.z = 1", 4, "a table defined elsewhere"),
         ("[fruit]\napple.color = 'red'\n[fruit.apple]", 3, "already by dotted keys"),
         ("a = {b = 1}\n[a]", 2, "defined twice"),
         ("a = {b = 1}\n[a.c]", 2, "no table can be defined under it"),

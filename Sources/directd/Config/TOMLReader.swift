@@ -140,7 +140,10 @@ struct TOMLReader {
         var target = table
         for segment in path.dropLast() {
             switch target[segment.name] {
-            case .table(let next)? where next.origin == .dotted:
+            case .table(let next)? where next.origin == .dotted || next.origin == .implicit:
+                // A table a header only implied ([x.y.w] implies x.y) is defined here,
+                // by dotted keys: from now on no header may define it.
+                next.origin = .dotted
                 target = next
             case nil:
                 let next = TOMLTable(origin: .dotted)

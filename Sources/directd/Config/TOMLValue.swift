@@ -39,7 +39,8 @@ enum TOMLValue {
 final class TOMLTable {
     /// How the table came to be, which decides what may still add to it (TOML 1.0):
     /// a header may define an `implicit` table once; dotted keys may extend only a
-    /// table that dotted keys made; nothing may add to an inline table.
+    /// table that dotted keys made or that a header only implied (which then counts as
+    /// made by dotted keys); nothing may add to an inline table.
     enum Origin {
         case implicit, header, dotted, inline
     }
