@@ -109,7 +109,7 @@ struct TOMLReader {
             case nil: _ = table.insert(last.name, .tableArray(TOMLTableArray(defined)))
             case .tableArray(let tables)?: tables.append(defined)
             case let other?:
-                throw failure("\(ConfigText.quoted(last.name)) is already \(other.typeName) defined otherwise; [[\(last.name)]] needs an array of tables", at: start)
+                throw failure("the key \(ConfigText.quoted(last.name)) already holds \(other.typeName) defined otherwise; [[...]] needs an array of tables", at: start)
             }
         } else {
             switch table[last.name] {
