@@ -19,7 +19,7 @@ SONAME    := libUVBind.so.$(call version_part,MAJOR)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build lib deps test-deps run test test-swift test-c test-netns test-netns-if-root test-bench \
+.PHONY: all build check-size lib deps test-deps run test test-swift test-c test-netns test-netns-if-root test-bench \
 	bench bench-deps install install-lib uninstall clean fuzz fuzz-build test-fuzz test-sanitize
 
 all: build lib
@@ -41,6 +41,16 @@ deps:
 build: deps
 	$(SWIFT) build -c release --scratch-path $(BUILD) -Xswiftc -static-stdlib -Xswiftc -enforce-exclusivity=unchecked
 
+# Issue 22: the release directd, stripped, stays at most 16 MB (it was 60 MB, 34 MB of
+# it ICU's data, while TOMLKit brought full Foundation in). Stripped on a copy.
+MAX_DIRECTD_BYTES ?= 16000000
+check-size: build
+	@copy=$$(mktemp); trap 'rm -f "$$copy"' EXIT; \
+	strip -o "$$copy" $(BUILD)/release/directd && size=$$(stat -c %s "$$copy") && \
+	if [ "$$size" -le $(MAX_DIRECTD_BYTES) ]; then echo "check-size: directd stripped is $$size bytes (at most $(MAX_DIRECTD_BYTES))"; \
+	else echo "check-size: directd stripped is $$size bytes, over $(MAX_DIRECTD_BYTES)"; exit 1; fi; \
+	if nm $(BUILD)/release/directd | grep -q 'icudt[0-9]*_dat'; then echo "check-size: ICU's data is linked in (full Foundation?)"; exit 1; fi
+
 # libUVBind.so for C hosts: the C API only is exported (uvbind.map), with a soname.
 lib: deps
 	$(SWIFT) build -c release --product UVBindC --scratch-path $(CLIB) \
@@ -52,7 +62,7 @@ lib: deps
 run: build
 	$(BUILD)/release/directd $(ARGS)
 
-test: deps test-c test-netns-if-root test-bench test-swift test-fuzz
+test: deps test-c test-netns-if-root test-bench test-swift test-fuzz check-size
 
 # Programs the Swift tests use when present, installed on a fresh machine:
 # systemd's tools (systemd-socket-activate, systemd-analyze), strace, prlimit
@@ -127,11 +137,6 @@ SWIFTC        ?= swiftc
 
 fuzz_objects  := $(FUZZBUILD)/obj/UVBind.o $(FUZZBUILD)/obj/directd.o \
 	$(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/obj/ArgumentParserToolInfo.o
-# TOMLKit and its C++ core (CTOML), built by SwiftPM from the package's pin, not instrumented.
-fuzz_tomlkit  := $(FUZZBUILD)/spm/release/Modules/TOMLKit.swiftmodule
-fuzz_tomlkit_flags = -I $(FUZZBUILD)/spm/release/Modules \
-	-Xcc -fmodule-map-file=$(FUZZBUILD)/spm/release/CTOML.build/module.modulemap
-fuzz_tomlkit_link = $(FUZZBUILD)/spm/release/TOMLKit.build/*.o $(FUZZBUILD)/spm/release/CTOML.build/Sources/*.o -lstdc++
 fuzz_binaries := $(FUZZ_TARGETS:%=$(FUZZBUILD)/bin/fuzz-%)
 fuzz_support  := $(wildcard Tests/Fuzz/Support/*.swift)
 # Optimised (libFuzzer needs the speed; -O keeps Swift's overflow and bounds traps),
@@ -162,10 +167,6 @@ $(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/obj/ArgumentParserToolInfo.o &: P
 		-emit-module-path $(FUZZBUILD)/modules/ArgumentParser.swiftmodule -o $(FUZZBUILD)/obj/ArgumentParser.o
 	@touch $(FUZZBUILD)/obj/ArgumentParserToolInfo.o $(FUZZBUILD)/obj/ArgumentParser.o
 
-$(fuzz_tomlkit): Package.swift
-	$(SWIFT) build -c release --target TOMLKit --scratch-path $(FUZZBUILD)/spm
-	@touch $@
-
 # The targets' sources sit in folders by concern: every Swift file below each.
 uvbind_sources  := $(shell find Sources/UVBind -name '*.swift' | sort)
 directd_sources := $(shell find Sources/directd -name '*.swift' | sort)
@@ -179,8 +180,8 @@ $(FUZZBUILD)/obj/UVBind.o: $(uvbind_sources) $(wildcard Modules/*/*) $(FUZZBUILD
 # The whole directd module, as SwiftPM builds it for its tests: its @main renamed so
 # that libFuzzer's main is the program's.
 $(FUZZBUILD)/obj/directd.o: $(directd_sources) $(FUZZBUILD)/obj/UVBind.o \
-		$(FUZZBUILD)/obj/ArgumentParser.o $(fuzz_tomlkit) $(FUZZBUILD)/flags
-	$(fuzz_swiftc) $(fuzz_instrument) $(fuzz_tomlkit_flags) -c -wmo -module-name directd \
+		$(FUZZBUILD)/obj/ArgumentParser.o $(FUZZBUILD)/flags
+	$(fuzz_swiftc) $(fuzz_instrument) -c -wmo -module-name directd \
 		-Xfrontend -entry-point-function-name -Xfrontend directd_main \
 		-emit-module-path $(FUZZBUILD)/modules/directd.swiftmodule $(directd_sources) -o $@
 	@touch $@
@@ -190,8 +191,8 @@ fuzz_extra_bindvalue := Tests/UVBindTests/Fixtures.swift
 
 $(FUZZBUILD)/bin/fuzz-%: Tests/Fuzz/%.swift $(fuzz_support) $(fuzz_objects) $(FUZZBUILD)/flags
 	@mkdir -p $(FUZZBUILD)/bin
-	$(fuzz_swiftc) $(fuzz_instrument) $(fuzz_tomlkit_flags) -parse-as-library -module-name fuzz_$* -use-ld=lld \
-		$< $(fuzz_extra_$*) $(fuzz_support) $(fuzz_objects) $(fuzz_tomlkit_link) $$(pkg-config --libs libuv) -o $@
+	$(fuzz_swiftc) $(fuzz_instrument) -parse-as-library -module-name fuzz_$* -use-ld=lld \
+		$< $(fuzz_extra_$*) $(fuzz_support) $(fuzz_objects) $$(pkg-config --libs libuv) -o $@
 
 # Each target for FUZZ_SECONDS, on a scratch copy of its seeds (in $(FUZZBUILD)/run/).
 fuzz: fuzz-build

@@ -12,8 +12,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-        // RustDesk's own config file (RustDesk2.toml) is TOML.
-        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // libuv, as the system provides it (Debian: libuv1-dev).
@@ -32,7 +30,6 @@ let package = Package(
             dependencies: [
                 "UVBind", "CUV",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "TOMLKit", package: "TOMLKit"),
             ]
         ),
         .testTarget(name: "UVBindTests", dependencies: ["UVBind", "CUV"]),

@@ -281,9 +281,9 @@ backend upstream
         return [self.uvbase, HOST, str(port)]
 
     def without_debug_info(self):
-        """A copy of directd without DWARF: valgrind 3.19 cannot read the DWARF 5 that
-        the toolchain writes for the linked-in C++ (TOMLKit), and instruction counts
-        need no debug information."""
+        """A copy of directd without DWARF: valgrind 3.19 could not read the DWARF 5 of
+        the C++ that TOMLKit linked in. It reads directd's own since TOMLKit left; the
+        copy stays, as instruction counts need no debug information."""
         stripped = os.path.join(self.work, "directd-stripped")
         if not os.path.exists(stripped):
             subprocess.run(["objcopy", "--strip-debug", self.directd, stripped], check=True)

@@ -1,4 +1,10 @@
-// Fuzz target: the config file, read from bytes in memory (no file system).
+// Fuzz target: the config file, read from bytes in memory (no file system), both
+// formats: every input is read as directd's JSON and as RustDesk's RustDesk2.toml.
+//
+// TOML (directd's own TOMLReader): no crash and no hang at any depth (nesting is capped),
+// errors escaped and placed inside the input, the same document on a second read,
+// nothing accepted nested past the cap, and an accepted file has direct access on and
+// the bind value its [options] table holds.
 //
 // A strict RFC 8259 reader here (independent of Foundation's JSONDecoder) reads the
 // same bytes. Whenever directd accepts a file that this reader can read, it must have:
@@ -182,9 +188,77 @@ private func hasControl(_ text: String) -> Bool {
     text.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }
 }
 
+/// How deep a document nests (a table or array counts one level per key and bracket),
+/// stopping at `limit`: past the cap, the reader should have refused it.
+private func depth(of value: TOMLValue, limit: Int) -> Int {
+    guard limit > 0 else { return 1 }
+    switch value {
+    case .table(let table):
+        return table.keys.map { 1 + depth(of: table[$0]!, limit: limit - 1) }.max() ?? 0
+    case .tableArray(let tables):
+        return tables.tables.map { depth(of: .table($0), limit: limit) }.max() ?? 0
+    case .array(let elements):
+        return elements.map { 1 + depth(of: $0, limit: limit - 1) }.max() ?? 0
+    default:
+        return 0
+    }
+}
+
+/// A document's shape, to compare two reads of the same bytes.
+private func shape(of value: TOMLValue) -> String {
+    switch value {
+    case .table(let table): "{" + table.keys.map { "\($0.debugDescription)=\(shape(of: table[$0]!))" }.joined(separator: ",") + "}"
+    case .tableArray(let tables): "[[" + tables.tables.map { shape(of: .table($0)) }.joined(separator: ",") + "]]"
+    case .array(let elements): "[" + elements.map(shape).joined(separator: ",") + "]"
+    case .string(let text): text.debugDescription
+    case .integer(let text), .float(let text), .dateTime(let text): text
+    case .boolean(let flag): "\(flag)"
+    }
+}
+
+private func fuzzTOML(_ bytes: [UInt8]) {
+    let input = String(decoding: bytes, as: UTF8.self).debugDescription
+    let document: TOMLTable
+    do {
+        document = try TOMLReader.parse(bytes)
+    } catch {
+        let lines = bytes.count(where: { $0 == 0x0A }) + 1
+        invariant(error.line >= 1 && error.line <= lines && error.column >= 1, "error outside the input (\(error)): \(input)")
+        #if CHECK_ESCAPED_MESSAGES
+        var settings = Settings()
+        do { _ = try RustDeskConfig.load(bytes, path: "RustDesk2.toml", into: &settings) } catch {
+            invariant(!containsControlCharacter(error.description), "a raw control character in \(error.description.debugDescription)")
+        }
+        #endif
+        return
+    }
+    let again = try? TOMLReader.parse(bytes)
+    invariant(again.map { shape(of: .table($0)) == shape(of: .table(document)) } == true, "two reads differ: \(input)")
+    let cap = TOMLReader.maximumDepth
+    invariant(depth(of: .table(document), limit: cap + 1) <= cap, "accepted a document nested past \(cap): \(input)")
+    var settings = Settings()
+    do {
+        _ = try RustDeskConfig.load(bytes, path: "RustDesk2.toml", into: &settings)
+    } catch {
+        #if CHECK_ESCAPED_MESSAGES
+        invariant(!containsControlCharacter("\(error)"), "a raw control character in \("\(error)".debugDescription)")
+        #endif
+        return
+    }
+    invariant(settings.directServer == true, "accepted a RustDesk2.toml without direct-server = 'Y': \(input)")
+    guard case .table(let options)? = document["options"] else {
+        invariant(false, "accepted a RustDesk2.toml without an [options] table: \(input)")
+        return
+    }
+    let bind = options["bind-interface"]?.string ?? ""
+    invariant(settings.bindInterface == bind, "bind value \(settings.bindInterface.debugDescription), but [options] says \(bind.debugDescription): \(input)")
+    invariant(!hasControl(trimmed(bind)), "accepted a control character in the bind value: \(input)")
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzConfig(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
+    fuzzTOML(bytes)
     var settings = Settings()
     do {
         try load(bytes, into: &settings)

@@ -104,12 +104,82 @@ struct RustDeskConfigTests {
         #expect(failure("[options]\ndirect-server = 'Y'\ndirect-access-port = '70000'\n")?.contains("Invalid direct access port") == true)
         #expect(failure("[options]\ndirect-server = 'Y'\nbind-interface = \"lo\\u0000\"\n")?.contains("control character") == true)
         #expect(failure("[options]\ndirect-server = 'Y'\nbind-interface = true\n")?.contains("must be a string") == true)
-        // TOMLKit hands strings over as C strings: the NUL must be caught before it cuts the value.
+        // A NUL must never cut a value short (TOMLKit's C strings did): refused with its line.
         #expect(failure("[options]\ndirect-server = 'Y'\ndirect-forward = \"localhost\\u0000.attacker.example:19001\"\n")?
             .contains("line 3: an escaped control character") == true)
         #expect(failure("[options]\ndirect-server = 'Y'\n\"bind-interface\\U00000000x\" = '0.0.0.0'\n") != nil)
         // An escaped backslash followed by "u0000" is text, not a NUL.
         #expect((try? load("[options]\ndirect-server = 'Y'\nbind-interface = \"\\\\u0000\"\n"))?.bindInterface == "\\u0000")
+    }
+
+    /// Issue 18: a TOML number is read from its literal text by the flag's parser,
+    /// so TOML's other integer forms are not port numbers, and 0.5 s is 0.5 s.
+    @Test(arguments: ["0x5000", "0o50000", "+21118", "2_1118", "0b101", "21118.0", "2.1118e4", "inf"])
+    func aNumberIsReadLikeTheFlag(_ literal: String) {
+        let message = failure("[options]\ndirect-server = 'Y'\ndirect-access-port = \(literal)\n")
+        #expect(message?.contains("Invalid direct access port \"\(literal)\"") == true, "\(message ?? "accepted")")
+    }
+
+    @Test func numbersTheFlagsAcceptAreAcceptedAsNumbers() throws {
+        let settings = try load("[options]\ndirect-server = 'Y'\ndirect-access-port = 21119\ngrace = 0.5\nidle-timeout = 3\nmax-connections = 7\n")
+        #expect(settings.port == 21119 && settings.grace == 0.5 && settings.idleTimeout == 3 && settings.maxConnections == 7)
+        #expect(failure("[options]\ndirect-server = 'Y'\ngrace = -0.5\n")?.contains("Invalid grace \"-0.5\"") == true)
+        #expect(failure("[options]\ndirect-server = 'Y'\nbind-interface = 127\n")?.contains("must be a string") == true)
+        #expect(failure("[options]\ndirect-server = 'Y'\ngrace = 1979-05-27\n")?.contains("found a date or time") == true)
+        #expect(failure("[options]\ndirect-server = 'Y'\ngrace = [1]\n")?.contains("found an array") == true)
+    }
+
+    /// Issue 18: toml++ garbled the name ('\"bibind-interface\" '); the key is named exactly.
+    @Test(arguments: [
+        "\"bind-interface\" = '127.0.0.1'\n\"bind-interface\" = ''\n",
+        "bind-interface = '127.0.0.1'\n'bind-interface' = ''\n",
+        "\"bind-interface\" = '127.0.0.1'\n\"bind\\u002Dinterface\" = ''\n",
+    ])
+    func aDuplicateQuotedKeyIsNamedExactly(_ lines: String) {
+        let message = failure("[options]\ndirect-server = 'Y'\n" + lines)
+        #expect(message?.hasSuffix("is not valid TOML: line 4, column 1: duplicate key \"bind-interface\"; TOML allows each key once in a table") == true,
+                "\(message ?? "accepted")")
+    }
+
+    /// The name goes through the central escaper: a right-to-left override in a
+    /// quoted key (valid TOML) cannot reorder the message.
+    @Test func aDuplicateKeyIsEscapedByTheCentralEscaper() {
+        let message = failure("[options]\ndirect-server = 'Y'\n\"a\u{202E}b\" = 1\n'a\u{202E}b' = 2\n")
+        #expect(message?.contains("line 4, column 1: duplicate key \"a\\u{202e}b\"") == true, "\(message ?? "accepted")")
+        #expect(message?.unicodeScalars.contains(where: LogEscaping.needsEscaping) == false)
+    }
+
+    @Test func optionsMayBeWrittenInAnyTOMLForm() throws {
+        #expect(try load("options.direct-server = 'Y'\noptions.bind-interface = '127.0.0.1'\n").bindInterface == "127.0.0.1")
+        #expect(try load("options = { direct-server = 'Y', bind-interface = \"\"\"127.0.0.2\"\"\" }\n").bindInterface == "127.0.0.2")
+        #expect(try load("[options]\ndirect-server = '''Y'''\nbind-interface = '''\n127.0.0.3'''\n").bindInterface == "127.0.0.3")
+        #expect(failure("[[options]]\ndirect-server = 'Y'\n")?.contains("must be a table ([options]), found an array") == true)
+    }
+
+    /// RustDesk's other keys and tables, in every TOML form, never make a valid file fail.
+    @Test func otherKeysAndTablesInAnyFormAreIgnored() throws {
+        let top = #"""
+            last_update = 2026-12-03T08:00:00Z
+            rate = 0.75
+            ids = [ 1, 0x10, 'x', [true], { a = 1 } ]
+            note = """
+            multi-line \
+              text"""
+
+            """#
+        let tables = """
+
+            [peers."198.51.100.7"]
+            seen = 1979-05-27
+            [[history]]
+            at = 07:32:00
+            [[history]]
+            what.deep.key = { x = [] }
+
+            """
+        let text = top + Self.realistic + tables
+        let settings = try load(text)
+        #expect(settings.bindInterface == "127.0.0.1" && settings.port == 21119)
     }
 
     @Test func theFormatIsRecognisedByExtensionOrContent() {

@@ -1,8 +1,7 @@
-import TOMLKit
-
 /// RustDesk's own config file, `~/.config/rustdesk/RustDesk2.toml`: top-level keys
 /// (`rendezvous_server`, `nat_type`, `serial`, ...) and an `[options]` table of
-/// strings, among them the options directd shares with it.
+/// strings, among them the options directd shares with it. Read by directd's own
+/// `TOMLReader` (strict TOML 1.0, nesting capped).
 ///
 /// RustDesk writes dozens of options directd does not use, so unknown keys are
 /// ignored without a word; a near miss of one of directd's keys still fails. Direct
@@ -10,24 +9,16 @@ import TOMLKit
 /// 'Y'`, and not `stop-service = 'Y'`.
 enum RustDeskConfig {
     static func load(_ bytes: [UInt8], path: String, into settings: inout Settings) throws(ConfigError) -> Set<String> {
-        var body = bytes[...]
-        if body.starts(with: [0xEF, 0xBB, 0xBF]) { body = body.dropFirst(3) }
-        // The parser takes a C string: a NUL would silently end the file there.
-        if let nul = body.firstIndex(of: 0) {
-            let line = body[..<nul].count(where: { $0 == 0x0A }) + 1
-            throw ConfigError(description: "Config file \(path) is not valid TOML: line \(line): a NUL character")
-        }
-        guard let text = String(validating: body, as: UTF8.self) else {
-            throw ConfigError(description: "Config file \(path) is not valid TOML: it is not UTF-8 text")
-        }
-        try rejectEscapedControlCharacters(body, path: path)
         let root: TOMLTable
         do {
-            root = try TOMLTable(string: text)
-        } catch let error as TOMLParseError {
-            throw ConfigError(description: "Config file \(path) is not valid TOML: line \(error.source.begin.line), column \(error.source.begin.column): \(ConfigText.escapedText(error.description))")
+            root = try TOMLReader.parse(bytes)
         } catch {
-            throw ConfigError(description: "Config file \(path) is not valid TOML: \(error)")
+            switch error.kind {
+            case .syntax:
+                throw ConfigError(description: "Config file \(path) is not valid TOML: \(error)")
+            case .refused:
+                throw ConfigError(description: "Config file \(path): line \(error.line): \(error.reason)")
+            }
         }
 
         for key in root.keys where key != "options" {
@@ -36,8 +27,8 @@ enum RustDeskConfig {
         var given: Set<String> = []
         var stopService = false
         if let value = root["options"] {
-            guard let options = value.table else {
-                throw ConfigError(description: "Config file \(path): \"options\" must be a table ([options]), found \(typeName(value))")
+            guard case .table(let options) = value else {
+                throw ConfigError(description: "Config file \(path): \"options\" must be a table ([options]), found \(value.typeName)")
             }
             for key in options.keys {
                 guard let value = options[key] else { continue }
@@ -49,12 +40,16 @@ enum RustDeskConfig {
                     try ConfigFile.rejectNearMiss(key, of: OptionTable.keys, path: path)
                     continue
                 }
-                if let text = value.string {
+                switch value {
+                case .string(let text):
                     try option.set(&settings, text)
-                } else if option.acceptsNumbers, let number = value.int {
-                    try option.set(&settings, String(number))
-                } else {
-                    throw ConfigError(description: "Config file \(path): option \(ConfigText.quoted(key)) must be a string, as RustDesk writes it (\(key) = '...'), found \(typeName(value))")
+                case .integer(let literal) where option.acceptsNumbers, .float(let literal) where option.acceptsNumbers:
+                    // From its literal text, through the flag's parser: 0x5000, +21118 and
+                    // 2_1118 are TOML integers but not port numbers, and grace = 0.5 is
+                    // --grace 0.5.
+                    try option.set(&settings, literal)
+                default:
+                    throw ConfigError(description: "Config file \(path): option \(ConfigText.quoted(key)) must be a string, as RustDesk writes it (\(key) = '...'), found \(value.typeName)")
                 }
                 given.insert(option.name)
             }
@@ -64,41 +59,5 @@ enum RustDeskConfig {
             throw ConfigError(description: "Config file \(path): direct access is off in that file: stop-service = 'Y' stops RustDesk's direct access (refusing to start)")
         }
         return given
-    }
-
-    /// TOMLKit hands strings over as C strings, so "localhost\\u0000.example"
-    /// would arrive as "localhost", the rest silently gone, and no check after
-    /// parsing could see it. So escapes of control characters (\\u0000 to \\u001F,
-    /// \\u007F to \\u009F, and their \\U forms) are refused in the raw text, by line.
-    /// Read textually, this also refuses them inside literal strings, where they
-    /// are not escapes: failing closed on text no RustDesk file holds.
-    static func rejectEscapedControlCharacters(_ body: ArraySlice<UInt8>, path: String) throws(ConfigError) {
-        var line = 1, backslashes = 0
-        var index = body.startIndex
-        while index < body.endIndex {
-            let byte = body[index]
-            defer { index += 1 }
-            if byte == 0x0A { line += 1 }
-            if byte == UInt8(ascii: "\\") { backslashes += 1; continue }
-            let escaped = backslashes % 2 == 1
-            backslashes = 0
-            guard escaped, byte == UInt8(ascii: "u") || byte == UInt8(ascii: "U") else { continue }
-            let digits = byte == UInt8(ascii: "u") ? 4 : 8
-            guard body.endIndex - index > digits,
-                  let value = UInt32(String(decoding: body[(index + 1)...(index + digits)], as: UTF8.self), radix: 16),
-                  let scalar = Unicode.Scalar(value), ConfigText.isControl(scalar) else { continue }
-            throw ConfigError(description: "Config file \(path): line \(line): an escaped control character (\(ConfigText.escapedScalar(scalar))) in a string; no option value may contain one")
-        }
-    }
-
-    private static func typeName(_ value: any TOMLValueConvertible) -> String {
-        switch value.type {
-        case .string: "a string"
-        case .int, .double: "a number"
-        case .bool: "a boolean"
-        case .table: "a table"
-        case .array: "an array"
-        default: "a date or time"
-        }
     }
 }
