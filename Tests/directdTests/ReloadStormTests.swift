@@ -70,48 +70,53 @@ struct ReloadStormTests {
         let client = try TCPClient(host: "127.0.0.1", port: port)
         #expect(client.send([1]) && client.receive(exactly: 1) == [1])
 
-        let storming = Observed(true)
+        let storming = Observed(true), stop = Observed(false)
         let sent = Observed(0)
         let sender = DispatchGroup()
         sender.enter()
         let pid = daemon.pid
         Thread.detachNewThread {
             defer { storming.update { $0 = false }; sender.leave() }
-            // Bounded in count and in time.
-            let deadline = Date().addingTimeInterval(6)
+            // Bounded in count and in time; stopped early once the client is done.
+            let deadline = Date().addingTimeInterval(10)
             var count = 0
-            while count < 2_000_000, Date() < deadline {
+            while count < 5_000_000, Date() < deadline, !stop.get() {
                 for _ in 0..<1000 { kill(pid, SIGHUP) }
                 count += 1000
+                sent.update { $0 = count }
             }
-            sent.update { $0 = count }
         }
+        defer { stop.update { $0 = true }; _ = sender.wait(timeout: .now() + 30) }
+        // The storm first: before, the loop was behind on signals within milliseconds.
+        let stormDeadline = Date().addingTimeInterval(10)
+        while sent.get() < 50_000, storming.get(), Date() < stormDeadline { usleep(1000) }
         var roundTrips = 0, accepted = 0, changed = false
-        while storming.get(), roundTrips < 200 {
+        while storming.get(), roundTrips < 1000 {
             let byte = UInt8(truncatingIfNeeded: roundTrips)
             guard client.send([byte, 2]), client.receive(exactly: 2) == [byte, 2] else { break }
             guard storming.get() else { break }
             roundTrips += 1
-            if roundTrips % 10 == 0 {
+            if roundTrips % 20 == 0 {
                 let fresh = try TCPClient(host: "127.0.0.1", port: port)
                 guard fresh.send([3]), fresh.receive(exactly: 1) == [3], storming.get() else { break }
                 accepted += 1
             }
-            if roundTrips == 20 {
+            if roundTrips == 100 {
                 try config.write(["bind-interface": "127.0.0.1", "direct-access-port": "0", "max-connections": "77"])
                 changed = true
             }
         }
-        let stillStorming = storming.get()
+        let sentDuring = sent.get()
+        stop.update { $0 = true }
         #expect(sender.wait(timeout: .now() + 30) == .success)
-        #expect(roundTrips >= 20 && accepted >= 2,
-                "during the storm (\(stillStorming ? "still on" : "over")): \(roundTrips) round trips, \(accepted) new connections")
-        #expect(sent.get() >= 10_000, "the sender sent only \(sent.get()) signals")
+        #expect(roundTrips == 1000 && accepted == 50,
+                "during the storm (\(sentDuring) signals): \(roundTrips) of 1000 round trips, \(accepted) of 50 new connections")
+        #expect(sentDuring >= 50_000, "the sender sent only \(sentDuring) signals")
         try #require(changed)
         #expect(daemon.waitForLog("max-connections: \"10000\" → \"77\"", timeout: 10), "\(daemon.logText.suffix(600))")
         #expect(client.send([4]) && client.receive(exactly: 1) == [4])
         #expect(daemon.process.isRunning)
         let reloads = daemon.logText.components(separatedBy: "reloading (").count - 1
-        #expect(reloads >= 1 && reloads <= sent.get() / 100, "\(reloads) reloads for \(sent.get()) signals")
+        #expect(reloads >= 1 && reloads <= sentDuring / 100, "\(reloads) reloads for \(sentDuring) signals")
     }
 }
