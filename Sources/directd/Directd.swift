@@ -174,8 +174,9 @@ struct Serve: ParsableCommand {
         let server = Server(loop: uv_default_loop(), settings: settings)
         // The log drains on the loop from here on (it never keeps the loop alive).
         Log.attach(to: server.loop)
-        let options = self.options
-        server.readSettings = { try options.settings() }
+        // Read again at each reload, off the loop: the same file and flags.
+        let (file, flags) = (options.config, options.flags)
+        server.readSettings = { try Settings.resolve(file: file, flags: flags) }
         server.descriptorStore = store
         do {
             if let inherited {

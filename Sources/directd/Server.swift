@@ -41,7 +41,7 @@ final class Server: SessionHost, ReloadTarget {
             openConnections: { [unowned self] in self.table.count },
             cutConnections: { [unowned self] reason in self.cutConnections(reason) },
             summary: { [unowned self] in Log.line(self.table.summary) },
-            reload: { [unowned self] in self.reloader.reload(cause: "SIGHUP") },
+            reload: { [unowned self] in self.reloader.request(cause: "SIGHUP") },
             tick: { [unowned self] now in self.tick(now) }))
         lifecycle.setGrace(settings.grace)
         gate.accept = { [unowned self] listener in self.accept(on: listener) }
@@ -157,7 +157,7 @@ final class Server: SessionHost, ReloadTarget {
     // MARK: reloading
 
     /// Reads the settings again as a start would; set by the command before `start`.
-    var readSettings: (() throws -> Settings)? {
+    var readSettings: (@Sendable () throws -> Settings)? {
         get { reloader.readSettings }
         set { reloader.readSettings = newValue }
     }

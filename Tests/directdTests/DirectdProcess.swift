@@ -40,7 +40,8 @@ func runDirectd(_ arguments: [String], executable: String = directdPath, prefix:
     let deadline = Date().addingTimeInterval(timeout)
     while process.isRunning, Date() < deadline { usleep(10_000) }
     if process.isRunning {
-        process.terminate()
+        // SIGKILL: the test runner may have started it with SIGTERM blocked.
+        kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         throw TestFailure("directd \(arguments) did not finish within \(timeout) s")
     }

@@ -57,6 +57,7 @@ enum ConfigFile {
             throw ConfigError(description: "Config file \(path): expected a JSON object such as {\"options\": {\"bind-interface\": \"\"}}, found \(root.typeName)")
         }
         var options: [JSONMember]?
+        var ignored = IgnoredKeys()
         for member in top {
             if member.key == "options" {
                 switch member.value {
@@ -67,9 +68,9 @@ enum ConfigFile {
                     throw ConfigError(description: "Config file \(path): \"options\" must be an object such as {\"bind-interface\": \"\"}, found \(member.value.typeName)")
                 }
             } else {
-                try rejectNearMiss(member.key, of: ["options"], path: path)
+                try rejectNearMiss(member.key, of: .topLevel, path: path)
                 try rejectControlCharacters(in: member.value, key: member.key, path: path)
-                settings.warnings.append("config file \(path): ignoring unknown top-level key \(ConfigText.quoted(member.key))")
+                ignored.add("config file \(path): ignoring unknown top-level key \(ConfigText.quoted(member.key))")
             }
         }
         // A file that configures nothing is a mistake ({"settings": {...}}, say):
@@ -84,9 +85,9 @@ enum ConfigFile {
                 // unknown keys are only warned about; but a misspelling of one of
                 // ours would silently widen the bind ("bind_interface" → all
                 // interfaces), so that fails.
-                try rejectNearMiss(member.key, of: OptionTable.keys, path: path)
+                try rejectNearMiss(member.key, of: .options, path: path)
                 try rejectControlCharacters(in: member.value, key: member.key, path: path)
-                settings.warnings.append("config file \(path): ignoring unknown option \(ConfigText.quoted(member.key))")
+                ignored.add("config file \(path): ignoring unknown option \(ConfigText.quoted(member.key))")
                 continue
             }
             switch member.value {
@@ -104,6 +105,7 @@ enum ConfigFile {
             }
             given.insert(option.name)
         }
+        settings.warnings += ignored.lines(path: path)
         try requireDirectServer(settings, path: path, required: false)
         return given
     }
@@ -136,52 +138,6 @@ enum ConfigFile {
             throw ConfigError(description: "Config file \(path): direct access is off in that file: it does not set direct-server, and RustDesk turns direct access on only with direct-server = 'Y'", turnsDirectAccessOff: true)
         case false?:
             throw ConfigError(description: "Config file \(path): direct access is off in that file: direct-server is not \"Y\", and RustDesk turns direct access on only with direct-server = 'Y'", turnsDirectAccessOff: true)
-        }
-    }
-
-    // MARK: shared
-
-    /// Fails for an unknown key that is one of `known` in another spelling:
-    /// other case, "_" for "-", or one or two letters off.
-    static func rejectNearMiss(_ key: String, of known: [String], path: String) throws(ConfigError) {
-        let normalised = String(key.lowercased().map { $0 == "_" ? "-" : $0 })
-        // Keys much longer than any option cannot be two edits away: skip the work.
-        guard normalised.count <= 64,
-              let meant = known.first(where: { $0 == normalised || editDistance($0, normalised) <= 2 }) else { return }
-        throw ConfigError(description: "Config file \(path): unknown key \(ConfigText.quoted(key)); did you mean \"\(meant)\"? (refusing to start rather than ignore it)")
-    }
-
-    private static func editDistance(_ a: String, _ b: String) -> Int {
-        let a = Array(a), b = Array(b)
-        guard !a.isEmpty, !b.isEmpty else { return max(a.count, b.count) }
-        var previous = Array(0...b.count)
-        for i in 1...a.count {
-            var current = [i] + Array(repeating: 0, count: b.count)
-            for j in 1...b.count {
-                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
-            }
-            previous = current
-        }
-        return previous[b.count]
-    }
-
-    /// The file's bytes, or why they cannot be had (the system's words).
-    static func read(_ path: String) throws(ConfigError) -> [UInt8] {
-        guard let file = fopen(path, "r") else {
-            throw ConfigError(description: "Cannot read config file \(path): \(String(cString: strerror(errno)))")
-        }
-        defer { fclose(file) }
-        var data: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = fread(&buffer, 1, buffer.count, file)
-            if count > 0 { data.append(contentsOf: buffer[0..<count]) }
-            if count < buffer.count {
-                if ferror(file) != 0 {
-                    throw ConfigError(description: "Cannot read config file \(path): \(String(cString: strerror(errno)))")
-                }
-                return data
-            }
         }
     }
 }

@@ -167,8 +167,9 @@ enum OptionTable {
     static let byFlag: [String: AnyOptionSpec] = Dictionary(
         uniqueKeysWithValues: all.compactMap { option in option.flag.map { ($0, option) } })
 
-    /// Every config key, for the near-miss check.
-    static var keys: [String] { all.compactMap(\.key) }
+    /// Every config key, for the near-miss check (made once: the check runs for
+    /// every unknown key of a file).
+    static let keys: [String] = all.compactMap(\.key)
 }
 
 extension [AnyOptionSpec] {

@@ -3,6 +3,8 @@ import UVBind
 
 /// What a reload asks of the server it moves to new settings.
 protocol ReloadTarget: AnyObject {
+    /// The loop the server runs on.
+    var loop: UnsafeMutablePointer<uv_loop_t> { get }
     /// The settings in force for new connections.
     var settings: Settings { get }
     /// A stop has begun: a reload then does nothing.
@@ -20,47 +22,93 @@ protocol ReloadTarget: AnyObject {
 
 /// Reloading, as nginx and haproxy do it: the file is read again with the
 /// command-line flags on top, validated whole, and either put in force or
-/// rejected with nothing changed. Triggered by SIGHUP or the config watcher.
-/// Loop thread only.
+/// rejected with nothing changed. Triggered by SIGHUP or the config watcher,
+/// through `request(cause:)`.
+///
+/// Reading, validating and resolving (a host name in direct-forward) run on
+/// libuv's thread pool, never on the loop: a FIFO, a huge file or a resolver
+/// that does not answer once froze service. Only the result is applied, on
+/// the loop. Requests are coalesced by a `ReloadQueue`: one reload in flight,
+/// later requests folded into one more, at most one start per
+/// `minimumInterval`. Loop thread only.
 final class Reloader {
+    /// Reloads start at most this often (milliseconds).
+    static let minimumInterval: UInt64 = 200
+
     private unowned let target: ReloadTarget
     /// Reads the settings again as a start would (the file, then the flags
     /// given on the command line); set by the command before the server starts.
-    var readSettings: (() throws -> Settings)?
+    /// It runs on a pool thread: it may touch nothing the loop owns.
+    var readSettings: (@Sendable () throws -> Settings)?
     private var watcher: ConfigWatcher?
+    private lazy var queue = ReloadQueue(loop: target.loop, minimumInterval: Self.minimumInterval) {
+        [unowned self] cause in self.begin(cause: cause)
+    }
+    /// The read in flight, if any.
+    private var reading: OffLoopWork?
+    private var isClosed = false
 
     init(target: ReloadTarget) {
         self.target = target
     }
 
-    /// Reloads when the config file at `path` changes (its directory is
-    /// watched, so an editor's atomic rename is seen; bursts are debounced).
+    /// Reloads when the config file at `path` changes (what the path resolves
+    /// through is watched, so an editor's atomic rename or a symlink swap is
+    /// seen; bursts are debounced).
     func watchConfig(at path: String, loop: UnsafeMutablePointer<uv_loop_t>) throws(ConfigWatcher.WatchError) {
         watcher = try ConfigWatcher(loop: loop, path: path) { [unowned self] in
-            self.reload(cause: "config file changed")
+            self.request(cause: "config file changed")
         }
     }
 
     func close() {
+        isClosed = true
         watcher?.close()
         watcher = nil
+        queue.close()
+        reading?.cancel()
     }
 
-    /// Reads the settings again and moves to them: listeners reconciled (those
-    /// still wanted keep their socket), new settings for new connections. If
-    /// anything is invalid, or a listener cannot open, everything stays as it
-    /// was and the log says why. Options that cannot change while running keep
-    /// their value and are reported.
-    func reload(cause: String) {
-        guard !target.stopping, let readSettings else { return }
-        let notifier = target.notifier
-        notifier?.reloading()
-        defer { notifier?.ready() }
+    /// Asks for a reload (SIGHUP, the watcher). Cheap: see `ReloadQueue`.
+    func request(cause: String) {
+        guard !isClosed, !target.stopping, readSettings != nil else { return }
+        queue.request(cause: cause)
+    }
+
+    /// Starts one reload: the settings are read off the loop, then `finish`.
+    private func begin(cause: String) {
+        guard !isClosed, !target.stopping, let readSettings else { return queue.finished() }
+        target.notifier?.reloading()
         Log.line("reloading (\(cause))")
+        do throws(UVError) {
+            reading = try OffLoopWork(loop: target.loop, work: { Result { try readSettings() } }) {
+                [weak self] result in
+                guard let self else { return }
+                reading = nil
+                if let result, !isClosed { finish(result) }
+                queue.finished()
+            }
+        } catch {
+            Log.error("cannot read the settings off the loop: \(error)")
+            Log.warning("reload rejected: still serving as before")
+            target.notifier?.ready()
+            queue.finished()
+        }
+    }
+
+    /// Moves to the settings read: listeners reconciled (those still wanted
+    /// keep their socket), new settings for new connections. If anything is
+    /// invalid, or a listener cannot open, everything stays as it was and the
+    /// log says why. Options that cannot change while running keep their value
+    /// and are reported.
+    private func finish(_ read: Result<Settings, any Error>) {
+        guard !target.stopping else { return }
+        let notifier = target.notifier
+        defer { notifier?.ready() }
         let current = target.settings
         let fresh: Settings
         do {
-            fresh = try readSettings()
+            fresh = try read.get()
         } catch let error as ConfigError where error.turnsDirectAccessOff {
             // The operator switched the service off, as RustDesk's own option does.
             Log.warning("\(error): stopping, as on SIGTERM")
