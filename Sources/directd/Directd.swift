@@ -24,6 +24,7 @@ struct Directd: ParsableCommand {
     /// Checks the command line in one pass (a repeated flag is a usage error;
     /// `--flag=` is the empty value), then parses it as usual.
     static func main() {
+        ProcessSetup.prepare()
         let arguments: [String]
         do {
             arguments = try ArgumentCheck.normalise(Array(CommandLine.arguments.dropFirst()))
@@ -146,17 +147,10 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
+        // Held until the lifecycle's watchers exist (it releases them).
+        ProcessSetup.holdSignals()
         let (settings, plan) = try options.plan()
         let inherited = try options.inheritedSockets(settings, plan: plan)
-        // A peer that disappears must not kill the process with SIGPIPE; the write
-        // then fails with EPIPE and that connection closes.
-        signal(SIGPIPE, SIG_IGN)
-        // A parent may have started us with these signals blocked (some test
-        // runners and supervisors do); unblock them or a stop request never arrives.
-        var handled = sigset_t()
-        sigemptyset(&handled)
-        for signal in [SIGINT, SIGTERM, SIGUSR1, SIGHUP] { sigaddset(&handled, signal) }
-        sigprocmask(SIG_UNBLOCK, &handled, nil)
 
         let server = Server(loop: uv_default_loop(), settings: settings)
         // The log drains on the loop from here on (it never keeps the loop alive).
