@@ -97,9 +97,13 @@ public final class ListenerGroup {
     /// the group is as it was; the error names the address that failed. New
     /// listeners open before old ones close, except an old one that would stand
     /// in a new one's way (a wildcard giving way to an address of its family on
-    /// the same port, or the reverse): it closes first, and if the change then
-    /// fails it is opened again (a new socket on the same address; if even that
-    /// fails, it stays closed: narrower, never wider).
+    /// the same port, or the reverse): it closes first, once the kernel's
+    /// table shows no other listening socket in the way of the new ones (if
+    /// one is, the change is refused with nothing touched). If the change fails
+    /// anyway (a socket bound but not listening, or one that came in between),
+    /// the old one is opened again (a new socket on the same address; if even
+    /// that fails, it stays closed: narrower, never wider; the error says so,
+    /// and reconciling to the old plan again later reopens it).
     @discardableResult
     public func reconcile(to plan: BindPlan, interfaces: InterfaceTable? = nil) throws(BindError) -> ListenerChanges {
         precondition(!isClosed, "reconcile on a closed ListenerGroup")
@@ -137,8 +141,14 @@ public final class ListenerGroup {
             }
         }
         let leaving = listeners.filter { !wantedKeys.contains(ListenKey($0)) }
-        // Old listeners in the way of new ones close first (see above).
+        // Old listeners in the way of new ones close first (see above), but only
+        // once no other socket is seen to stand in the way of a new one: a change
+        // that would fail then is refused before anything is touched.
         let inTheWay = leaving.filter { old in toOpen.contains { ListenKey(old).conflicts(with: ListenKey($0)) } }
+        if !inTheWay.isEmpty {
+            try foreseeConflicts(toOpen.map { fixedPort != 0 ? $0.with(port: fixedPort) : $0 }, plan: plan,
+                                 interfaces: interfaces)
+        }
         inTheWay.forEach { $0.close() }
 
         var chosenPort = fixedPort
@@ -180,6 +190,26 @@ public final class ListenerGroup {
         value = plan.value
         notes = plan.notes + changes.skipped
         return changes
+    }
+
+    /// Throws the error the bind would give if a listening socket other than
+    /// this group's own stands in the way of one of `targets` (the kernel's
+    /// table, `ListeningTable`). Sockets bound and not listening are not seen
+    /// there: their conflict still shows only at the bind.
+    private func foreseeConflicts(_ targets: [ListenTarget], plan: BindPlan,
+                                  interfaces: InterfaceTable?) throws(BindError) {
+        let own = Set(listeners.compactMap { $0.fileDescriptor.flatMap(ListeningTable.inode(of:)) })
+        let table = ListeningTable.current()
+        for target in targets {
+            guard let holder = table.holder(of: target.address, excluding: own) else { continue }
+            let error = BindError.opening(target, failed: Listener.OpenError(.listen, .addressInUse),
+                                          value: plan.value, interfaces: interfaces)
+            let held = SocketAddress(ip: holder.ip, port: holder.port)
+            throw BindError(kind: error.kind, value: error.value, element: error.element, address: error.address,
+                            step: error.step, code: error.code,
+                            detail: error.detail + " (another socket listens on \(held); seen before anything was closed, so every listener stays as it was)",
+                            remedy: error.remedy)
+        }
     }
 
     /// Opens again the old listeners closed to make room, after the change
