@@ -191,13 +191,13 @@ struct Check: ParsableCommand {
         let (settings, plan) = try options.plan()
         plan.notes.forEach { $0.severity == .warning ? Log.warning($0.text) : Log.info($0.text) }
         if let inherited = try options.inheritedSockets(settings, plan: plan) {
-            SocketActivation.describe(inherited).forEach { print($0) }
+            SocketActivation.describe(inherited).forEach(StandardOutput.line)
         } else {
             for target in plan.targets {
-                print("listen \(target.address)\(target.device.map { " on device \($0)" } ?? "")")
+                StandardOutput.line("listen \(target.address)\(target.device.map { " on device \($0)" } ?? "")")
             }
             for waiting in plan.waiting {
-                print("waiting for \(waiting.element ?? waiting.value) (bind-dynamic): \(waiting.summary)")
+                StandardOutput.line("waiting for \(waiting.element ?? waiting.value) (bind-dynamic): \(waiting.summary)")
             }
         }
         if let forward = settings.forward {
@@ -221,10 +221,11 @@ struct Interfaces: ParsableCommand {
         }
         for (name, index) in table.interfaces {
             let held = table.addresses(of: name)
-            // Linux allows control characters in interface names: print them escaped.
-            print("\(index): \(LogEscaping.escaped(name))\(held.isEmpty ? " (no address, or down)" : "")")
+            // Linux allows control characters in interface names (and so in
+            // zones): every line is printed escaped.
+            StandardOutput.line("\(index): \(name)\(held.isEmpty ? " (no address, or down)" : "")")
             for address in held {
-                print("    \(address.description)")
+                StandardOutput.line("    \(address.description)")
             }
         }
     }
