@@ -13,31 +13,21 @@ struct EscapedOutputTests {
     static let escapeName = "a\u{1b}b"
     static let bidiName = "c\u{202e}d"
 
-    /// Runs `ip` with `arguments`; throws with its output when it fails.
-    static func ip(_ arguments: [String]) throws {
-        let finished = try runDirectd(arguments, executable: "/usr/sbin/ip", timeout: 10)
-        guard finished.status == 0 else { throw TestFailure("ip \(arguments): \(finished.stderr)") }
-    }
-
-    /// Runs the body with a namespace holding the two renamed interfaces, each
-    /// up with a link-local address; removes the namespace on every exit path.
+    /// A namespace holding the two renamed interfaces, each up with a link-local address.
     func withNamespace(_ body: (String) throws -> Void) throws {
-        let name = "directd-esc-\(getpid())"
-        try? Self.ip(["netns", "del", name])
-        try Self.ip(["netns", "add", name])
-        defer { try? Self.ip(["netns", "del", name]) }
-        try Self.ip(["-n", name, "link", "add", "e0", "type", "veth", "peer", "name", "e1"])
-        try Self.ip(["-n", name, "link", "set", "e0", "name", Self.escapeName])
-        try Self.ip(["-n", name, "link", "set", "e1", "name", Self.bidiName])
-        for (device, address) in [(Self.escapeName, "fe80::1/64"), (Self.bidiName, "fe80::2/64")] {
-            try Self.ip(["-n", name, "link", "set", device, "up"])
-            try Self.ip(["-n", name, "-6", "addr", "add", address, "dev", device, "nodad"])
-        }
-        try body(name)
+        try TestNamespace.with("esc", setup: [
+            ["link", "add", "e0", "type", "veth", "peer", "name", "e1"],
+            ["link", "set", "e0", "name", Self.escapeName],
+            ["link", "set", "e1", "name", Self.bidiName],
+            ["link", "set", Self.escapeName, "up"],
+            ["link", "set", Self.bidiName, "up"],
+            ["-6", "addr", "add", "fe80::1/64", "dev", Self.escapeName, "nodad"],
+            ["-6", "addr", "add", "fe80::2/64", "dev", Self.bidiName, "nodad"],
+        ], body)
     }
 
     func inNamespace(_ namespace: String, _ arguments: [String]) throws -> Finished {
-        try runDirectd(arguments, prefix: ["/usr/sbin/ip", "netns", "exec", namespace], timeout: 20)
+        try TestNamespace.directd(in: namespace, arguments)
     }
 
     static func isRaw(_ text: String) -> Bool {
