@@ -167,6 +167,35 @@ struct ReconcileTests {
         #expect(loop.close() == 0)
     }
 
+    /// A socket bound and not listening is not in the kernel's listening
+    /// table: the change is tried, 127.0.0.1 stops listening to make room for
+    /// 0.0.0.0, the wildcard fails, and the same socket listens again (its
+    /// address held all along, so no other process could take it).
+    @Test func aConflictTheTableCannotShowStillEndsOnTheSameSocket() throws {
+        let loop = TestLoop()
+        // An explicit port, as directd's: a port the kernel chose is not kept by a socket that stops listening.
+        let probe = try ListenerGroup.open(plan("127.0.0.1"), loop: loop.loop) { _, _ in }
+        let port = probe.port
+        probe.close()
+        loop.run(until: { false }, iterations: 2)
+        let group = try ListenerGroup.open(plan("127.0.0.1", port), loop: loop.loop) { _, _ in }
+        let inode = try #require(group.listeners.first?.fileDescriptor.flatMap(ListeningTable.inode(of:)))
+        let bound = try PlainListener(addr("127.0.0.2", port), listen: false, reuseAddress: false)
+        defer { bound.close() }
+
+        let error = #expect(throws: BindError.self) { try group.reconcile(to: plan("0.0.0.0")) }
+        #expect(error?.kind == .addressInUse)
+        #expect(error?.detail.contains("could not be opened again") == false, "\(error?.detail ?? "")")
+        #expect(group.listeners.count == 1)
+        let again = try #require(group.listeners.first)
+        #expect(!again.isClosed && again.address.description == "127.0.0.1:\(port)")
+        #expect(again.fileDescriptor.flatMap(ListeningTable.inode(of:)) == inode, "the same socket listens again")
+        expectListening(port, ["127.0.0.1:\(port)"])
+        #expect(connectResult(to: addr("127.0.0.1", port)) == 0)
+        group.close()
+        #expect(loop.close() == 0)
+    }
+
     @Test func theListeningTableReadsTheKernelsLinesAndOverlaps() throws {
         let v4 = "   0: 0100007F:5268 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 123456 1 0000000000000000 100 0 0 10 0"
         let entry = try #require(ListeningTable.parse(v4, v6: false))

@@ -90,9 +90,10 @@ struct ReloadListenerTests {
     }
 
     /// A socket bound and not listening (which the kernel's listening table
-    /// does not show) stands in the way of 0.0.0.0, so 127.0.0.1 is closed for
-    /// the attempt; a local process that binds 127.0.0.1 in a loop takes it in
-    /// between. directd used to stay on nothing for good, logging a warning.
+    /// does not show) stands in the way of 0.0.0.0, so 127.0.0.1 stops
+    /// listening for the attempt; a local process that binds and listens on
+    /// 127.0.0.1 in a loop takes it in between. directd used to stay on
+    /// nothing for good, logging a warning.
     @Test func listenersLostOnTheWayAreReportedAndOpenedAgain() throws {
         let port = try freePort()
         let served = try Reloadable(bind: "127.0.0.1", port: port)
@@ -184,8 +185,9 @@ final class OtherSocket {
     deinit { close() }
 }
 
-/// A thread that binds `host:port` (no SO_REUSEADDR) in a tight loop until it
-/// succeeds, then holds the port until `release()`; at most 120 s in all.
+/// A thread that binds and listens on `host:port` (with SO_REUSEADDR, which a
+/// socket that directd only stopped listening on lets through) in a tight loop
+/// until it succeeds, then holds the port until `release()`; at most 120 s.
 final class PortRacer: Sendable {
     private let flags = RacerFlags()
 
@@ -203,10 +205,12 @@ final class PortRacer: Sendable {
                 tries += 1
                 if tries % 4096 == 0, Date() >= deadline { break }
                 let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                var one: Int32 = 1
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
                 let bound = withUnsafePointer(to: &address) {
                     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
                 }
-                if bound { held = fd } else { Glibc.close(fd) }
+                if bound, listen(fd, 16) == 0 { held = fd } else { Glibc.close(fd) }
             }
             if held >= 0 {
                 flags.won.store(true, ordering: .releasing)

@@ -1,4 +1,7 @@
 import CUV
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The listeners of one bind value, kept equal to what it resolves to.
 ///
@@ -101,9 +104,12 @@ public final class ListenerGroup {
     /// table shows no other listening socket in the way of the new ones (if
     /// one is, the change is refused with nothing touched). If the change fails
     /// anyway (a socket bound but not listening, or one that came in between),
-    /// the old one is opened again (a new socket on the same address; if even
-    /// that fails, it stays closed: narrower, never wider; the error says so,
-    /// and reconciling to the old plan again later reopens it).
+    /// the old one listens again on the same socket: it only stopped listening
+    /// (`Listener.suspend`), its address still bound. Its pending clients are
+    /// lost then. A listener on a port the kernel chose at its bind cannot be
+    /// suspended: it is closed and opened anew. If even that fails, it stays
+    /// closed: narrower, never wider; the error says so, and reconciling to the
+    /// old plan again later reopens it.
     @discardableResult
     public func reconcile(to plan: BindPlan, interfaces: InterfaceTable? = nil) throws(BindError) -> ListenerChanges {
         precondition(!isClosed, "reconcile on a closed ListenerGroup")
@@ -149,7 +155,12 @@ public final class ListenerGroup {
             try foreseeConflicts(toOpen.map { fixedPort != 0 ? $0.with(port: fixedPort) : $0 }, plan: plan,
                                  interfaces: interfaces)
         }
-        inTheWay.forEach { $0.close() }
+        // Each stops listening but keeps its socket bound where it can: if the
+        // change fails, that same socket listens again, its address held throughout.
+        var suspended: [ObjectIdentifier: Int32] = [:]
+        for old in inTheWay {
+            if let fd = old.suspend() { suspended[ObjectIdentifier(old)] = fd } else { old.close() }
+        }
 
         var chosenPort = fixedPort
         var lastSkipped: BindError?
@@ -167,14 +178,15 @@ public final class ListenerGroup {
                     continue
                 }
                 changes.opened.forEach { $0.close() }
-                throw restoring(inTheWay, after: error)
+                throw restoring(inTheWay, suspended: suspended, after: error)
             }
         }
         if changes.opened.isEmpty, changes.kept.isEmpty, let lastSkipped {
-            throw restoring(inTheWay, after: lastSkipped)
+            throw restoring(inTheWay, suspended: suspended, after: lastSkipped)
         }
 
-        // Committed: close what left, and keep the plan's order.
+        // Committed: close what left (the sockets kept for a way back too), and keep the plan's order.
+        suspended.values.forEach { _ = Glibc.close($0) }
         for listener in leaving where !listener.isClosed { listener.close() }
         changes.closed = leaving
         let current = changes.kept + changes.opened
@@ -214,11 +226,23 @@ public final class ListenerGroup {
 
     /// Opens again the old listeners closed to make room, after the change
     /// failed; the error says so when one cannot be.
-    private func restoring(_ closed: [Listener], after error: BindError) -> BindError {
+    private func restoring(_ closed: [Listener], suspended: [ObjectIdentifier: Int32],
+                           after error: BindError) -> BindError {
         guard !closed.isEmpty else { return error }
         var lost: [String] = []
         for old in closed {
-            guard let index = listeners.firstIndex(where: { $0 === old }) else { continue }
+            guard let index = listeners.firstIndex(where: { $0 === old }) else {
+                if let fd = suspended[ObjectIdentifier(old)] { Glibc.close(fd) }
+                continue
+            }
+            if let fd = suspended[ObjectIdentifier(old)] {
+                // The same socket, listening again; if that fails, a new one.
+                if let again = try? Listener.resume(fd, target: old.target, loop: loop, backlog: backlog,
+                                                    onConnection: onConnection) {
+                    listeners[index] = again
+                    continue
+                }
+            }
             do throws(Listener.OpenError) {
                 listeners[index] = try Listener.open(old.target.with(port: old.address.port), loop: loop,
                                                      backlog: backlog, onConnection: onConnection)
