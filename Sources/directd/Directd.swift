@@ -24,6 +24,7 @@ struct Directd: ParsableCommand {
     /// Checks the command line in one pass (a repeated flag is a usage error;
     /// `--flag=` is the empty value), then parses it as usual.
     static func main() {
+        ProcessSetup.prepare()
         let arguments: [String]
         do {
             arguments = try ArgumentCheck.normalise(Array(CommandLine.arguments.dropFirst()))
@@ -159,17 +160,10 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
+        // Held until the lifecycle's watchers exist (it releases them).
+        ProcessSetup.holdSignals()
         let (settings, plan) = try options.plan()
         let (inherited, store) = try options.inheritedSockets(settings, plan: plan)
-        // A peer that disappears must not kill the process with SIGPIPE; the write
-        // then fails with EPIPE and that connection closes.
-        signal(SIGPIPE, SIG_IGN)
-        // A parent may have started us with these signals blocked (some test
-        // runners and supervisors do); unblock them or a stop request never arrives.
-        var handled = sigset_t()
-        sigemptyset(&handled)
-        for signal in [SIGINT, SIGTERM, SIGUSR1, SIGHUP] { sigaddset(&handled, signal) }
-        sigprocmask(SIG_UNBLOCK, &handled, nil)
 
         let server = Server(loop: uv_default_loop(), settings: settings)
         // The log drains on the loop from here on (it never keeps the loop alive).
@@ -212,13 +206,13 @@ struct Check: ParsableCommand {
         let (settings, plan) = try options.plan()
         plan.notes.forEach { $0.severity == .warning ? Log.warning($0.text) : Log.info($0.text) }
         if let inherited = try options.inheritedSockets(settings, plan: plan).sockets {
-            SocketActivation.describe(inherited).forEach { print($0) }
+            SocketActivation.describe(inherited).forEach(StandardOutput.line)
         } else {
             for target in plan.targets {
-                print("listen \(target.address)\(target.device.map { " on device \($0)" } ?? "")")
+                StandardOutput.line("listen \(target.address)\(target.device.map { " on device \($0)" } ?? "")")
             }
             for waiting in plan.waiting {
-                print("waiting for \(waiting.element ?? waiting.value) (bind-dynamic): \(waiting.summary)")
+                StandardOutput.line("waiting for \(waiting.element ?? waiting.value) (bind-dynamic): \(waiting.summary)")
             }
         }
         if let forward = settings.forward {
@@ -242,10 +236,11 @@ struct Interfaces: ParsableCommand {
         }
         for (name, index) in table.interfaces {
             let held = table.addresses(of: name)
-            // Linux allows control characters in interface names: print them escaped.
-            print("\(index): \(LogEscaping.escaped(name))\(held.isEmpty ? " (no address, or down)" : "")")
+            // Linux allows control characters in interface names (and so in
+            // zones): every line is printed escaped.
+            StandardOutput.line("\(index): \(name)\(held.isEmpty ? " (no address, or down)" : "")")
             for address in held {
-                print("    \(address.description)")
+                StandardOutput.line("    \(address.description)")
             }
         }
     }

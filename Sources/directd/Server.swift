@@ -40,7 +40,9 @@ final class Server: SessionHost, ReloadTarget {
             stopAccepting: { [unowned self] in self.stopAccepting() },
             openConnections: { [unowned self] in self.table.count },
             cutConnections: { [unowned self] reason in self.cutConnections(reason) },
-            summary: { [unowned self] in Log.line(self.table.summary) },
+            summary: { [unowned self] in
+                Log.line(self.table.summary + (self.source?.problem.map { "; \($0)" } ?? ""))
+            },
             reload: { [unowned self] in self.reloader.request(cause: "SIGHUP") },
             tick: { [unowned self] now in self.tick(now) }))
         lifecycle.setGrace(settings.grace)
@@ -97,6 +99,7 @@ final class Server: SessionHost, ReloadTarget {
         source.willReconcile = { [unowned self] plan, current in
             self.descriptorStore?.release(inTheWayOf: plan.targets, current: current)
         }
+        source.onChange = { [unowned self] in self.listenersChanged() }
         source.notes.forEach { $0.severity == .warning ? Log.warning($0.text) : Log.info($0.text) }
         // A follower logs its own changes, the first ones included.
         guard source.origin != .following else { return }
@@ -145,8 +148,9 @@ final class Server: SessionHost, ReloadTarget {
         }
         let notifier = ServiceNotifier(loop: loop)
         notifier.statusSource = { [unowned self] in
-            ServiceNotifier.statusLine(listeners: self.listeningAddresses, open: self.table.count,
-                                       total: Int(self.table.total))
+            (self.source?.problem.map { "\($0); " } ?? "")
+                + ServiceNotifier.statusLine(listeners: self.listeningAddresses, open: self.table.count,
+                                             total: Int(self.table.total))
         }
         descriptorStore?.attach(notifier, listeners: source?.listeners ?? [])
         notifier.ready()

@@ -257,3 +257,30 @@ struct BindValueTableTests {
         #expect(plan.notes.first?.severity == .info)
     }
 }
+
+/// An interface holding an IPv4-mapped address (the kernel lets one add
+/// ::ffff:0.0.0.0): listening on it failed with an unexpected EINVAL (issue 18).
+struct MappedInterfaceAddressTests {
+    static let table = InterfaceTable(
+        interfaces: [("lo", 1), ("m0", 2), ("m1", 3)],
+        addresses: [
+            Fixtures.entry("lo", 1, Fixtures.v4("127.0.0.1"), 8, loopback: true),
+            Fixtures.entry("m0", 2, Fixtures.v4("198.51.100.9"), 24),
+            Fixtures.entry("m0", 2, Fixtures.v6("::ffff:0.0.0.0"), 128),
+            Fixtures.entry("m0", 2, Fixtures.v6("2001:db8::9"), 64),
+            Fixtures.entry("m1", 3, Fixtures.v6("::ffff:0.0.0.0"), 128),
+        ])
+
+    @Test func aMappedAddressIsSkippedWithAWarning() throws {
+        let plan = try BindPlan(value: "m0", port: 21118, interfaces: Self.table)
+        #expect(plan.targets.map(\.address.description) == ["198.51.100.9:21118", "[2001:db8::9]:21118"])
+        #expect(plan.notes.contains(.warning("interface m0 holds ::ffff:0.0.0.0, an IPv4-mapped address, which is not an address to listen on: skipped")),
+                "\(plan.notes)")
+    }
+
+    @Test func anInterfaceWithOnlyAMappedAddressHasNoUsableAddress() throws {
+        let error = #expect(throws: BindError.self) { try BindPlan(value: "m1", port: 21118, interfaces: Self.table) }
+        #expect(error?.kind == .interfaceWithoutAddresses)
+        #expect(error?.detail.contains("no usable address: only IPv4-mapped ones (::ffff:0.0.0.0)") == true, "\(error?.detail ?? "")")
+    }
+}

@@ -124,6 +124,97 @@ struct ReconcileTests {
         #expect(loop.close() == 0)
     }
 
+    /// Another program listens on 127.0.0.2 at the group's port, and the group
+    /// is asked to widen 127.0.0.1 to 0.0.0.0: the wildcard cannot open, and
+    /// the kernel's table says so before 127.0.0.1 is closed to make room for
+    /// it. The listener kept is the same socket, with its pending client.
+    @Test func aForeseenConflictRefusesTheChangeBeforeClosingAnything() throws {
+        let loop = TestLoop()
+        var accepted = 0
+        var clients: [UnsafeMutablePointer<uv_tcp_t>] = []
+        let group = try ListenerGroup.open(plan("127.0.0.1"), loop: loop.loop) { listener, error in
+            let client = HandleStorage.allocate(uv_tcp_t.self)
+            uv_tcp_init(loop.loop, client)
+            clients.append(client)
+            if error == nil, listener.accept(into: HandleStorage.stream(client)) == nil { accepted += 1 }
+        }
+        let port = group.port
+        let kept = try #require(group.listeners.first)
+        let fd = try #require(kept.fileDescriptor)
+        let inode = try #require(ListeningTable.inode(of: fd))
+        let other = try PlainListener(addr("127.0.0.2", port))
+        defer { other.close() }
+        // Waits in the backlog through the attempt.
+        #expect(connectResult(to: addr("127.0.0.1", port)) == 0)
+
+        let error = #expect(throws: BindError.self) { try group.reconcile(to: plan("0.0.0.0")) }
+        #expect(error?.kind == .addressInUse)
+        #expect(error?.address?.description == "0.0.0.0:\(port)")
+        #expect(error?.detail.contains("another socket listens on 127.0.0.2:\(port)") == true, "\(error?.detail ?? "")")
+        #expect(group.listeners.count == 1 && group.listeners.first === kept && !kept.isClosed)
+        #expect(kept.fileDescriptor == fd && ListeningTable.inode(of: fd) == inode, "the same socket")
+        expectListening(port, ["127.0.0.1:\(port)", "127.0.0.2:\(port)"])
+        loop.run(until: { accepted == 1 }, iterations: 100)
+        #expect(accepted == 1, "the client that waited in the backlog was accepted")
+
+        // Without the other socket, the same change goes through.
+        other.close()
+        let changes = try group.reconcile(to: plan("0.0.0.0"))
+        #expect(changes.closed.map { $0 === kept } == [true])
+        expectListening(port, ["0.0.0.0:\(port)"])
+        group.close()
+        clients.forEach { HandleStorage.close($0) }
+        #expect(loop.close() == 0)
+    }
+
+    /// A socket bound and not listening is not in the kernel's listening
+    /// table: the change is tried, 127.0.0.1 stops listening to make room for
+    /// 0.0.0.0, the wildcard fails, and the same socket listens again (its
+    /// address held all along, so no other process could take it).
+    @Test func aConflictTheTableCannotShowStillEndsOnTheSameSocket() throws {
+        let loop = TestLoop()
+        // An explicit port, as directd's: a port the kernel chose is not kept by a socket that stops listening.
+        let probe = try ListenerGroup.open(plan("127.0.0.1"), loop: loop.loop) { _, _ in }
+        let port = probe.port
+        probe.close()
+        loop.run(until: { false }, iterations: 2)
+        let group = try ListenerGroup.open(plan("127.0.0.1", port), loop: loop.loop) { _, _ in }
+        let inode = try #require(group.listeners.first?.fileDescriptor.flatMap(ListeningTable.inode(of:)))
+        let bound = try PlainListener(addr("127.0.0.2", port), listen: false, reuseAddress: false)
+        defer { bound.close() }
+
+        let error = #expect(throws: BindError.self) { try group.reconcile(to: plan("0.0.0.0")) }
+        #expect(error?.kind == .addressInUse)
+        #expect(error?.detail.contains("could not be opened again") == false, "\(error?.detail ?? "")")
+        #expect(group.listeners.count == 1)
+        let again = try #require(group.listeners.first)
+        #expect(!again.isClosed && again.address.description == "127.0.0.1:\(port)")
+        #expect(again.fileDescriptor.flatMap(ListeningTable.inode(of:)) == inode, "the same socket listens again")
+        expectListening(port, ["127.0.0.1:\(port)"])
+        #expect(connectResult(to: addr("127.0.0.1", port)) == 0)
+        group.close()
+        #expect(loop.close() == 0)
+    }
+
+    @Test func theListeningTableReadsTheKernelsLinesAndOverlaps() throws {
+        let v4 = "   0: 0100007F:5268 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 123456 1 0000000000000000 100 0 0 10 0"
+        let entry = try #require(ListeningTable.parse(v4, v6: false))
+        #expect(entry == ListeningTable.Entry(ip: .v4(IPv4Address(127, 0, 0, 1)), port: 0x5268, inode: 123456))
+        let established = "   1: 0100007F:5268 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 123457 1 0000000000000000 100 0 0 10 0"
+        #expect(ListeningTable.parse(established, v6: false) == nil, "only listening sockets")
+        let v6 = "   0: 00000000000000000000000001000000:5268 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 99 1 0000000000000000 100 0 0 10 0"
+        #expect(ListeningTable.parse(v6, v6: true)?.ip == .v6(.loopback))
+        let any4 = IPAddress.v4(IPv4Address(0)), lo = IPAddress.v4(IPv4Address(127, 0, 0, 1))
+        let lo2 = IPAddress.v4(IPv4Address(127, 0, 0, 2))
+        #expect(ListeningTable.overlaps(lo2, any4) && ListeningTable.overlaps(any4, lo) && !ListeningTable.overlaps(lo2, lo))
+        #expect(ListeningTable.overlaps(.v6(IPv6Address(high: 0, low: 0)), lo), "a dual-stack wildcard may take IPv4")
+        #expect(ListeningTable.overlaps(.v6(IPv6Address("::ffff:127.0.0.1")!), lo))
+        #expect(!ListeningTable.overlaps(lo, .v6(.loopback)), "UVBind's IPv6 listeners are IPv6 only")
+        let table = ListeningTable(entries: [entry])
+        #expect(table.holder(of: addr("0.0.0.0", 0x5268), excluding: []) == entry)
+        #expect(table.holder(of: addr("0.0.0.0", 0x5268), excluding: [123456]) == nil, "its own sockets do not count")
+    }
+
     @Test func anExplicitPortReplacesTheGroupsPortAndAnEmptyGroupKeepsIt() throws {
         let loop = TestLoop()
         let group = try ListenerGroup.open(plan("127.0.0.1"), loop: loop.loop) { _, _ in }
@@ -262,4 +353,28 @@ struct ReconcileTests {
         #expect(error.description.contains("5.7"))
         #expect(error.description.contains("wg0"))
     }
+}
+
+/// A listening socket opened without libuv, as another program would hold one.
+final class PlainListener {
+    private var fd: Int32
+
+    init(_ address: SocketAddress, listen shouldListen: Bool = true, reuseAddress: Bool = true) throws {
+        fd = socket(address.family == .ipv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        if reuseAddress { setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) }
+        let length = socklen_t(address.family == .ipv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+        guard address.withSockaddr({ bind(fd, $0, length) }) == 0, !shouldListen || listen(fd, 16) == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw UVError(-code)
+        }
+    }
+
+    func close() {
+        if fd >= 0 { Glibc.close(fd) }
+        fd = -1
+    }
+
+    deinit { close() }
 }

@@ -15,7 +15,8 @@ struct LogProcessTests {
         // block on it nor set O_NONBLOCK on it.
         let pipe = try StalledPipe(nonBlocking: false)
         let port = try freePort()
-        let process = try spawnDirectd(["--bind-interface", "127.0.0.1", "--port", "\(port)"],
+        let noisy = try NoisyConfig()
+        let process = try spawnDirectd(["--config", noisy.path, "--bind-interface", "127.0.0.1", "--port", "\(port)"],
                                        standardError: pipe.writeEnd, environment: ["DIRECTD_LOG_BUFFER": "4096"])
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
 
@@ -26,8 +27,9 @@ struct LogProcessTests {
         let started = Date().addingTimeInterval(10)
         while !echo(), Date() < started, process.isRunning { usleep(20_000) }
 
-        // Every connection logs two lines, every SIGUSR1 a summary: far more than
-        // the pipe (4 KiB) and the log's buffer (4 KiB) hold.
+        // The config's warnings at start, then two lines for every connection
+        // and the summaries (at most one a second): far more than the pipe
+        // (4 KiB) and the log's buffer (4 KiB) hold.
         for round in 0..<150 {
             guard echo() else {
                 Issue.record("echo failed at round \(round): the log blocked the loop")
@@ -80,7 +82,8 @@ struct LogProcessTests {
     @Test func aStopRequestEndsTheProcessPromptlyWhileStandardErrorIsStalled() throws {
         let pipe = try StalledPipe(nonBlocking: false)
         let port = try freePort()
-        let process = try spawnDirectd(["--bind-interface", "127.0.0.1", "--port", "\(port)"],
+        let noisy = try NoisyConfig()
+        let process = try spawnDirectd(["--config", noisy.path, "--bind-interface", "127.0.0.1", "--port", "\(port)"],
                                        standardError: pipe.writeEnd, environment: ["DIRECTD_LOG_BUFFER": "4096"])
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
         let started = Date().addingTimeInterval(10)
@@ -101,7 +104,8 @@ struct LogProcessTests {
             #expect(process.terminationStatus == 0)
             #expect(Date().timeIntervalSince(stop) < 5)
         }
-        #expect(pipe.readAvailable().contains("listening on 127.0.0.1:\(port)"))
+        // The pipe holds the first lines written (the config's first warning).
+        #expect(pipe.readAvailable().contains("ignoring unknown option \"no-such-option-0-"))
     }
 
     @Test func onTheJournalLinesCarryAPriorityAndNoTimestamp() throws {
@@ -179,4 +183,22 @@ func spawnDirectd(_ arguments: [String], standardError: Int32, environment: [Str
     process.standardInput = FileHandle.nullDevice
     try process.run()
     return process
+}
+
+/// A config file whose unknown options make some 16 KiB of warnings at start:
+/// a log filler that does not depend on how often directd logs anything else
+/// (SIGUSR1's summary is coalesced to one a second).
+final class NoisyConfig {
+    let path: String
+    private let directory: URL
+
+    init(options: Int = 64) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("directd-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        path = directory.appendingPathComponent("directd.json").path
+        let unknown = (0..<options).map { "\"no-such-option-\($0)-\(String(repeating: "x", count: 200))\": 1" }
+        try "{\"options\": {\(unknown.joined(separator: ", "))}}".write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: directory) }
 }

@@ -123,6 +123,36 @@ struct SocketActivationTests {
         #expect(inheritedBoth.description == "fd \(both.fd) [::]:\(both.port) (IPv4 and IPv6)")
     }
 
+    /// An IPv6 socket on an IPv4-mapped address: `check` said `would adopt`
+    /// and exited 0, serve failed with 70. Both refuse it now, with 78.
+    @Test func anIPv4MappedSocketIsRefusedByInspect() throws {
+        let mapped = try PassedSocket.tcp("::ffff:127.0.0.1", v6Only: false)
+        let error = #expect(throws: SocketActivationError.self) { try SocketActivation.inspect(fd: mapped.fd, name: nil) }
+        #expect(error?.description.contains("listens on [::ffff:127.0.0.1]:\(mapped.port), an IPv4-mapped IPv6 address") == true,
+                "\(error?.description ?? "")")
+        #expect(error?.description.contains("listen on 127.0.0.1:\(mapped.port) instead") == true)
+    }
+
+    @Test(arguments: [["check"], ["serve"], []])
+    func anIPv4MappedSocketIsRefusedByCheckAndServeAlike(_ command: [String]) throws {
+        // Binds one, puts it on descriptor 3 and execs directd (same pid) with LISTEN_FDS.
+        let helper = """
+            import os, socket, sys
+            s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind(("::ffff:127.0.0.1", 0))
+            s.listen(4)
+            os.dup2(s.fileno(), 3)
+            os.set_inheritable(3, True)
+            env = dict(os.environ, LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="mapped")
+            os.execve(sys.argv[1], sys.argv[1:], env)
+            """
+        let finished = try runDirectd(command, prefix: ["/usr/bin/python3", "-c", helper], timeout: 20)
+        #expect(finished.status == 78, "\(command): exit \(finished.status): \(finished.stderr)")
+        #expect(finished.stderr.contains("an IPv4-mapped IPv6 address, which is not an address directd serves"), "\(finished.stderr)")
+        #expect(!finished.stdout.contains("would adopt"), "\(finished.stdout)")
+    }
+
     @Test func refusedDescriptors() throws {
         let notListening = try PassedSocket.tcp("127.0.0.1", listen: false)
         let udp = try PassedSocket(family: AF_INET, type: Int32(SOCK_DGRAM.rawValue), address: "127.0.0.1", listen: false)

@@ -236,7 +236,21 @@ private struct Resolver {
                             detail: "it holds no IP address, or it is down, so there is nothing to listen on",
                             remedy: "Bring it up and give it an address (ip link set \(name) up; ip addr add ... dev \(name)), or choose another interface")
         }
-        for entry in held {
+        // An IPv4-mapped IPv6 address on an interface (the kernel lets one add
+        // ::ffff:0.0.0.0) is not an IPv6 address to listen on, and the IPv4 it
+        // stands for is not one the interface holds (for ::ffff:0.0.0.0 it would
+        // be every IPv4 address): skipped with a warning, never widened.
+        let mapped = held.filter { if case .v6(let ip) = $0.ip { ip.ipv4Mapped != nil } else { false } }
+        for entry in mapped {
+            notes.append(.warning("interface \(name) holds \(entry.ip), an IPv4-mapped address, which is not an address to listen on: skipped"))
+        }
+        let usable = held.filter { entry in !mapped.contains { $0.ip == entry.ip } }
+        guard !usable.isEmpty else {
+            throw BindError(kind: .interfaceWithoutAddresses, value: value, element: name, step: .resolve,
+                            detail: "it holds no usable address: only IPv4-mapped ones (\(mapped.map { "\($0.ip)" }.joined(separator: ", "))), which are not addresses to listen on",
+                            remedy: "Give it an IPv4 or IPv6 address (ip addr add ... dev \(name)), or choose another interface")
+        }
+        for entry in usable {
             let scope = entry.ip.isLinkLocal ? entry.index : 0
             targets.append(ListenTarget(address: SocketAddress(
                 ip: entry.ip, port: port, scopeID: scope, zone: scope == 0 ? nil : name),

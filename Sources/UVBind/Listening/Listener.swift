@@ -211,6 +211,57 @@ public final class Listener: HandleCloseObserver {
         return error
     }
 
+    /// Stops listening but keeps the socket bound, for `resume(_:target:...)`:
+    /// a wildcard can then open on the same port (a socket bound and not
+    /// listening, with SO_REUSEADDR, does not stand in its way), and if that
+    /// change fails the same socket listens again, its address never released
+    /// in between. Connections pending in the backlog are reset. The listener
+    /// is closed; the returned descriptor is the caller's. Nil, with the
+    /// listener untouched, when it cannot be done: a port the kernel chose at
+    /// the bind (target port 0) is released by the kernel when listening stops.
+    package func suspend() -> Int32? {
+        guard !isClosed, target.address.port != 0, let fd = fileDescriptor else { return nil }
+        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 3)
+        guard copy >= 0 else { return nil }
+        // connect(AF_UNSPEC) on a listening TCP socket stops listening (tcp_disconnect).
+        var unspecified = sockaddr()
+        unspecified.sa_family = sa_family_t(AF_UNSPEC)
+        guard connect(copy, &unspecified, socklen_t(MemoryLayout<sockaddr>.size)) == 0 else {
+            Glibc.close(copy)
+            return nil
+        }
+        close()   // the handle and its descriptor; the socket lives on in `copy`
+        return copy
+    }
+
+    /// Listens again on a socket from `suspend()`, as a new listener for
+    /// `target`. Takes the descriptor in every case: on failure (another
+    /// socket listens there now, say) it is closed.
+    package static func resume(_ fd: Int32, target: ListenTarget, loop: UnsafeMutablePointer<uv_loop_t>,
+                               backlog: Int32, onConnection: @escaping ConnectionHandler) throws(OpenError) -> Listener {
+        guard Glibc.listen(fd, backlog) == 0 else {
+            let error = OpenError(.listen, UVError(-errno))
+            Glibc.close(fd)
+            throw error
+        }
+        let handle = HandleStorage.allocate(uv_tcp_t.self)
+        if let error = UVError.check(uv_tcp_init(loop, handle)) {
+            HandleStorage.discard(handle)
+            Glibc.close(fd)
+            throw OpenError(.socket, error)
+        }
+        if let error = UVError.check(uv_tcp_open(handle, fd)) {
+            HandleStorage.close(handle)   // without the descriptor: it is not the handle's yet
+            Glibc.close(fd)
+            throw OpenError(.adopt, error)
+        }
+        let listener = Listener(target: target, handle: handle, adopted: false)
+        HandleStorage.attach(listener, to: handle)
+        // From here the descriptor is the listener's: a failing start closes both.
+        try listener.start(backlog: backlog, onConnection: onConnection)
+        return listener
+    }
+
     /// Stops listening at once (the socket closes now); memory goes after the loop
     /// runs the close callback, and then `closed` runs. Closing twice does nothing.
     public func close(closed: (() -> Void)? = nil) {

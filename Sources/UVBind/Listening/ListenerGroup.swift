@@ -107,9 +107,16 @@ public final class ListenerGroup {
     /// the group is as it was; the error names the address that failed. New
     /// listeners open before old ones close, except an old one that would stand
     /// in a new one's way (a wildcard giving way to an address of its family on
-    /// the same port, or the reverse): it closes first, and if the change then
-    /// fails it is opened again (a new socket on the same address; if even that
-    /// fails, it stays closed: narrower, never wider).
+    /// the same port, or the reverse): it closes first, once the kernel's
+    /// table shows no other listening socket in the way of the new ones (if
+    /// one is, the change is refused with nothing touched). If the change fails
+    /// anyway (a socket bound but not listening, or one that came in between),
+    /// the old one listens again on the same socket: it only stopped listening
+    /// (`Listener.suspend`), its address still bound. Its pending clients are
+    /// lost then. A listener on a port the kernel chose at its bind cannot be
+    /// suspended: it is closed and opened anew. If even that fails, it stays
+    /// closed: narrower, never wider; the error says so, and reconciling to the
+    /// old plan again later reopens it.
     @discardableResult
     public func reconcile(to plan: BindPlan, interfaces: InterfaceTable? = nil) throws(BindError) -> ListenerChanges {
         precondition(!isClosed, "reconcile on a closed ListenerGroup")
@@ -147,9 +154,20 @@ public final class ListenerGroup {
             }
         }
         let leaving = listeners.filter { !wantedKeys.contains(ListenKey($0)) }
-        // Old listeners in the way of new ones close first (see above).
+        // Old listeners in the way of new ones close first (see above), but only
+        // once no other socket is seen to stand in the way of a new one: a change
+        // that would fail then is refused before anything is touched.
         let inTheWay = leaving.filter { old in toOpen.contains { ListenKey(old).conflicts(with: ListenKey($0)) } }
-        inTheWay.forEach { $0.close() }
+        if !inTheWay.isEmpty {
+            try foreseeConflicts(toOpen.map { fixedPort != 0 ? $0.with(port: fixedPort) : $0 }, plan: plan,
+                                 interfaces: interfaces)
+        }
+        // Each stops listening but keeps its socket bound where it can: if the
+        // change fails, that same socket listens again, its address held throughout.
+        var suspended: [ObjectIdentifier: Int32] = [:]
+        for old in inTheWay {
+            if let fd = old.suspend() { suspended[ObjectIdentifier(old)] = fd } else { old.close() }
+        }
 
         var chosenPort = fixedPort
         var lastSkipped: BindError?
@@ -167,14 +185,15 @@ public final class ListenerGroup {
                     continue
                 }
                 changes.opened.forEach { $0.close() }
-                throw restoring(inTheWay, after: error)
+                throw restoring(inTheWay, suspended: suspended, after: error)
             }
         }
         if changes.opened.isEmpty, changes.kept.isEmpty, let lastSkipped {
-            throw restoring(inTheWay, after: lastSkipped)
+            throw restoring(inTheWay, suspended: suspended, after: lastSkipped)
         }
 
-        // Committed: close what left, and keep the plan's order.
+        // Committed: close what left (the sockets kept for a way back too), and keep the plan's order.
+        suspended.values.forEach { _ = Glibc.close($0) }
         for listener in leaving where !listener.isClosed { listener.close() }
         changes.closed = leaving
         let current = changes.kept + changes.opened
@@ -206,13 +225,45 @@ public final class ListenerGroup {
         }
     }
 
+    /// Throws the error the bind would give if a listening socket other than
+    /// this group's own stands in the way of one of `targets` (the kernel's
+    /// table, `ListeningTable`). Sockets bound and not listening are not seen
+    /// there: their conflict still shows only at the bind.
+    private func foreseeConflicts(_ targets: [ListenTarget], plan: BindPlan,
+                                  interfaces: InterfaceTable?) throws(BindError) {
+        let own = Set(listeners.compactMap { $0.fileDescriptor.flatMap(ListeningTable.inode(of:)) })
+        let table = ListeningTable.current()
+        for target in targets {
+            guard let holder = table.holder(of: target.address, excluding: own) else { continue }
+            let error = BindError.opening(target, failed: Listener.OpenError(.listen, .addressInUse),
+                                          value: plan.value, interfaces: interfaces)
+            let held = SocketAddress(ip: holder.ip, port: holder.port)
+            throw BindError(kind: error.kind, value: error.value, element: error.element, address: error.address,
+                            step: error.step, code: error.code,
+                            detail: error.detail + " (another socket listens on \(held); seen before anything was closed, so every listener stays as it was)",
+                            remedy: error.remedy)
+        }
+    }
+
     /// Opens again the old listeners closed to make room, after the change
     /// failed; the error says so when one cannot be.
-    private func restoring(_ closed: [Listener], after error: BindError) -> BindError {
+    private func restoring(_ closed: [Listener], suspended: [ObjectIdentifier: Int32],
+                           after error: BindError) -> BindError {
         guard !closed.isEmpty else { return error }
         var lost: [String] = []
         for old in closed {
-            guard let index = listeners.firstIndex(where: { $0 === old }) else { continue }
+            guard let index = listeners.firstIndex(where: { $0 === old }) else {
+                if let fd = suspended[ObjectIdentifier(old)] { Glibc.close(fd) }
+                continue
+            }
+            if let fd = suspended[ObjectIdentifier(old)] {
+                // The same socket, listening again; if that fails, a new one.
+                if let again = try? Listener.resume(fd, target: old.target, loop: loop, backlog: backlog,
+                                                    onConnection: onConnection) {
+                    listeners[index] = again
+                    continue
+                }
+            }
             do throws(Listener.OpenError) {
                 listeners[index] = try Listener.open(old.target.with(port: old.address.port), loop: loop,
                                                      backlog: backlog, onConnection: onConnection)

@@ -9,8 +9,9 @@ import UVBind
 ///
 /// SIGINT or SIGTERM: stop accepting, give open connections `grace` seconds,
 /// then cut the rest (with a reset: their streams are incomplete). A second
-/// one cuts them at once. SIGUSR1: log a summary. SIGHUP: reload (its default
-/// action would end the process). Loop thread only.
+/// one cuts them at once. SIGUSR1: log a summary (at most one a second, see
+/// `SummaryRequests`). SIGHUP: reload (its default action would end the
+/// process). Loop thread only.
 final class Lifecycle {
     /// What the lifecycle asks of the server.
     struct Actions {
@@ -37,6 +38,9 @@ final class Lifecycle {
     private var drainDeadline: UInt64 = 0
     private var grace: Double = 0
 
+    /// SIGUSR1, at most one summary a second.
+    private lazy var summaries = SummaryRequests(log: actions.summary)
+
     init(loop: UnsafeMutablePointer<uv_loop_t>, actions: Actions) {
         self.loop = loop
         self.actions = actions
@@ -52,11 +56,13 @@ final class Lifecycle {
             })
         }
         watchers.append(try SignalWatcher(loop: loop, signal: SIGUSR1) { [unowned self] _ in
-            self.actions.summary()
+            self.summaries.requested(now: uv_now(self.loop))
         })
         watchers.append(try SignalWatcher(loop: loop, signal: SIGHUP) { [unowned self] _ in
             self.actions.reload()
         })
+        // Signals held since the start of serving arrive now, to the watchers.
+        ProcessSetup.releaseSignals()
         try startTicker()
     }
 
@@ -93,6 +99,7 @@ final class Lifecycle {
 
     private func tick() {
         let now = uv_now(loop)
+        summaries.tick(now: now)
         if stopping {
             if now >= drainDeadline { actions.cutConnections("grace period over") }
             return
@@ -120,6 +127,9 @@ final class Lifecycle {
 
     /// Closes the watchers and the ticker so that the loop can end.
     func finish() {
+        // Without watchers libuv restores the default actions: a signal in the
+        // last moments (the exit flush) would end the process. Held until exit.
+        ProcessSetup.holdSignals()
         watchers.forEach { $0.close() }
         watchers = []
         ticker?.close()

@@ -21,12 +21,24 @@ final class ListenerSource {
     /// Told the plan a reload moves to, before anything changes (the fdstore
     /// lets go of listeners in the way).
     var willReconcile: ((BindPlan, [Listener]) -> Void)?
+    /// The plan in force (origin `.plan`): what a recovery opens again.
+    private var inForce: BindPlan?
+    /// Listeners a failed reconcile lost, retried with back-off.
+    private let recovery: ListenerRecovery
+    /// The listeners changed outside a reload (a recovery): reserves and status follow.
+    var onChange: (() -> Void)?
 
-    private init(group: ListenerGroup, follower: ListenerFollower?, origin: Origin) {
+    private init(group: ListenerGroup, follower: ListenerFollower?, origin: Origin, plan: BindPlan? = nil) {
         self.group = group
         self.follower = follower
         self.origin = origin
+        inForce = plan
+        recovery = ListenerRecovery(loop: group.loop)
     }
+
+    /// What is wrong with the listeners (some lost and being retried), for the
+    /// status line and the summary; nil when nothing is.
+    var problem: String? { recovery.note }
 
     var listeners: [Listener] { group.listeners }
     var notes: [BindNote] { group.notes }
@@ -38,7 +50,7 @@ final class ListenerSource {
                      onConnection: @escaping Listener.ConnectionHandler) throws(BindError) -> ListenerSource {
         ListenerSource(group: try ListenerGroup.open(plan, loop: loop, backlog: backlog, takeOver: takeOver,
                                                      onConnection: onConnection),
-                       follower: nil, origin: .plan)
+                       follower: nil, origin: .plan, plan: plan)
     }
 
     /// Takes over listening sockets handed over by the service manager.
@@ -77,15 +89,52 @@ final class ListenerSource {
         let plan = try BindPlan(value: settings.bindInterface, port: settings.port,
                                 bindToDevice: settings.bindToDevice)
         willReconcile?(plan, group.listeners)
-        let changes = try group.reconcile(to: plan)
+        let before = group.listeners.count
+        let changes: ListenerChanges
+        do {
+            changes = try group.reconcile(to: plan)
+        } catch {
+            // Narrower than the plan in force, never wider: what was lost is retried.
+            if group.listeners.count < before { recoverLost() }
+            throw error
+        }
+        inForce = plan
+        recovery.end()
         changes.kept.forEach { Log.debug("still listening on \($0.address) (the same socket)") }
         return changes.opened.map { "listening on \($0.address)" }
             + changes.closed.map { "stopped listening on \($0.address) (no longer in the bind value)" }
             + changes.skipped.map(\.text)
     }
 
+    /// The plan in force is missing listeners: opens them again with back-off.
+    private func recoverLost() {
+        guard let plan = inForce else { return }
+        recovery.begin(missing: missing(from: plan)) { [unowned self] in
+            guard !self.group.isClosed else { return [] }
+            do throws(BindError) {
+                let changes = try self.group.reconcile(to: plan)
+                changes.opened.forEach { Log.line("listening on \($0.address) again") }
+            } catch {
+                Log.error("\(error)")
+            }
+            self.onChange?()
+            return self.missing(from: plan)
+        }
+    }
+
+    /// The plan's addresses that no listener has (with the group's port).
+    private func missing(from plan: BindPlan) -> [String] {
+        let open = Set(group.listeners.map { "\($0.address.ip)" })
+        return plan.targets.filter { !open.contains("\($0.address.ip)") }
+            .map { target in
+                let address = target.address
+                return "\(SocketAddress(ip: address.ip, port: address.port != 0 ? address.port : group.port, scopeID: address.scopeID, zone: address.zone))"
+            }
+    }
+
     /// Closes every listener now (the sockets close at once).
     func close() {
+        recovery.end()
         if let follower { follower.close() } else { group.close() }
     }
 }

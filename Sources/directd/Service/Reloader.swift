@@ -128,6 +128,10 @@ final class Reloader {
                 Log.error("\(error)")
                 target.listenersChanged()
                 let now = source.listeners.map { "\($0.address)" }.joined(separator: ", ")
+                // Listeners lost on the way are an error of their own (retried with back-off).
+                if let problem = source.problem {
+                    return Log.error("reload rejected: \(problem); listening on \(now.isEmpty ? "nothing" : now)")
+                }
                 return Log.warning("reload rejected: still serving as before, listening on \(now.isEmpty ? "nothing" : now)")
             }
             target.listenersChanged()

@@ -150,6 +150,11 @@ enum SocketActivation {
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress($0) }
         }
         guard let address else { throw refuse("has an address directd cannot read") }
+        if case .v6(let ip) = address.ip, let mapped = ip.ipv4Mapped {
+            // IPv4 through an IPv6 socket: no bind value names that, and directd
+            // opens its own IPv6 listeners IPv6 only. Refused in `check` as at serve.
+            throw SocketActivationError(description: "inherited \(label) listens on \(address), an IPv4-mapped IPv6 address, which is not an address directd serves; listen on \(SocketAddress(ip: .v4(mapped), port: address.port)) instead (ListenStream= in the socket unit)")
+        }
         return InheritedSocket(fd: fd, name: name, address: address, ipv6Only: ipv6Only)
     }
 
