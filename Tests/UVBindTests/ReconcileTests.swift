@@ -141,7 +141,7 @@ struct ReconcileTests {
         let port = group.port
         let kept = try #require(group.listeners.first)
         let fd = try #require(kept.fileDescriptor)
-        let inode = try #require(ListeningTable.inode(of: fd))
+        let inode = try #require(Listener.inode(of: fd))
         let other = try PlainListener(addr("127.0.0.2", port))
         defer { other.close() }
         // Waits in the backlog through the attempt.
@@ -152,7 +152,7 @@ struct ReconcileTests {
         #expect(error?.address?.description == "0.0.0.0:\(port)")
         #expect(error?.detail.contains("another socket listens on 127.0.0.2:\(port)") == true, "\(error?.detail ?? "")")
         #expect(group.listeners.count == 1 && group.listeners.first === kept && !kept.isClosed)
-        #expect(kept.fileDescriptor == fd && ListeningTable.inode(of: fd) == inode, "the same socket")
+        #expect(kept.fileDescriptor == fd && Listener.inode(of: fd) == inode, "the same socket")
         expectListening(port, ["127.0.0.1:\(port)", "127.0.0.2:\(port)"])
         loop.run(until: { accepted == 1 }, iterations: 100)
         #expect(accepted == 1, "the client that waited in the backlog was accepted")
@@ -179,7 +179,7 @@ struct ReconcileTests {
         probe.close()
         loop.run(until: { false }, iterations: 2)
         let group = try ListenerGroup.open(plan("127.0.0.1", port), loop: loop.loop) { _, _ in }
-        let inode = try #require(group.listeners.first?.fileDescriptor.flatMap(ListeningTable.inode(of:)))
+        let inode = try #require(group.listeners.first?.fileDescriptor.flatMap(Listener.inode(of:)))
         let bound = try PlainListener(addr("127.0.0.2", port), listen: false, reuseAddress: false)
         defer { bound.close() }
 
@@ -189,7 +189,7 @@ struct ReconcileTests {
         #expect(group.listeners.count == 1)
         let again = try #require(group.listeners.first)
         #expect(!again.isClosed && again.address.description == "127.0.0.1:\(port)")
-        #expect(again.fileDescriptor.flatMap(ListeningTable.inode(of:)) == inode, "the same socket listens again")
+        #expect(again.fileDescriptor.flatMap(Listener.inode(of:)) == inode, "the same socket listens again")
         expectListening(port, ["127.0.0.1:\(port)"])
         #expect(connectResult(to: addr("127.0.0.1", port)) == 0)
         group.close()

@@ -141,10 +141,17 @@ public final class Listener: HandleCloseObserver {
         return boundDevice(of: fd)
     }
 
+    /// The socket's inode: the same socket, whichever descriptor names it.
+    @_spi(Daemon) public static func inode(of fd: Int32) -> UInt64? {
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { return nil }
+        return UInt64(status.st_ino)
+    }
+
     /// The name the kernel gives now to the interface the socket is bound to
     /// (`SO_BINDTODEVICE` stores an index): nil when it is bound to none, or when
     /// that interface is gone.
-    static func boundDevice(of fd: Int32) -> String? {
+    @_spi(Daemon) public static func boundDevice(of fd: Int32) -> String? {
         var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
         var length = socklen_t(IF_NAMESIZE)
         guard getsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, &name, &length) == 0, length > 0, name[0] != 0 else {

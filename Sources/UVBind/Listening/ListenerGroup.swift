@@ -231,7 +231,7 @@ public final class ListenerGroup {
     /// there: their conflict still shows only at the bind.
     private func foreseeConflicts(_ targets: [ListenTarget], plan: BindPlan,
                                   interfaces: InterfaceTable?) throws(BindError) {
-        let own = Set(listeners.compactMap { $0.fileDescriptor.flatMap(ListeningTable.inode(of:)) })
+        let own = Set(listeners.compactMap { $0.fileDescriptor.flatMap(Listener.inode(of:)) })
         let table = ListeningTable.current()
         for target in targets {
             guard let holder = table.holder(of: target.address, excluding: own) else { continue }

@@ -58,13 +58,6 @@ struct ListeningTable {
         }
     }
 
-    /// The inode of the socket on `fd`, nil if it cannot be read.
-    static func inode(of fd: Int32) -> UInt64? {
-        var status = stat()
-        guard fstat(fd, &status) == 0 else { return nil }
-        return UInt64(status.st_ino)
-    }
-
     /// Lines of `sl local_address rem_address st tx_queue:rx_queue tr:tm->when
     /// retrnsmt uid timeout inode ...`; state 0A is LISTEN. The address is
     /// printed as 32-bit words in host (little-endian) order.

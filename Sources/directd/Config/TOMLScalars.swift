@@ -8,19 +8,11 @@ extension TOMLReader {
         if multiline { _ = try newline() }  // a line break right after """ is not content
         var result: [UInt8] = []
         var runStart = offset
-        func flush(_ reader: TOMLReader, into result: inout [UInt8]) throws(TOMLSyntaxError) {
-            guard reader.offset > runStart else { return }
-            let run = reader.bytes[runStart..<reader.offset]
-            guard String(validating: run, as: UTF8.self) != nil else {
-                throw reader.failure("invalid UTF-8 in a string", at: runStart)
-            }
-            result.append(contentsOf: run)
-        }
         while true {
             guard let byte = peek() else { throw failure("unexpected end of the file inside a string") }
             switch byte {
             case UInt8(ascii: "\""):
-                try flush(self, into: &result)
+                try appendRun(from: runStart, into: &result)
                 guard multiline else {
                     offset += 1
                     return String(decoding: result, as: UTF8.self)
@@ -28,7 +20,7 @@ extension TOMLReader {
                 if try closesMultiline(UInt8(ascii: "\""), into: &result) { return String(decoding: result, as: UTF8.self) }
                 runStart = offset
             case UInt8(ascii: "\\"):
-                try flush(self, into: &result)
+                try appendRun(from: runStart, into: &result)
                 if multiline, try lineEndingBackslash() {
                     runStart = offset
                     continue
@@ -36,7 +28,7 @@ extension TOMLReader {
                 try escape(into: &result)
                 runStart = offset
             case 0x0A where multiline, 0x0D where multiline:
-                try flush(self, into: &result)
+                try appendRun(from: runStart, into: &result)
                 _ = try newline()
                 result.append(0x0A)
                 runStart = offset
@@ -52,6 +44,14 @@ extension TOMLReader {
         }
     }
 
+    /// The bytes of a string from `start` up to `offset`, refused unless they are UTF-8.
+    private func appendRun(from start: Int, into result: inout [UInt8]) throws(TOMLSyntaxError) {
+        guard offset > start else { return }
+        let run = bytes[start..<offset]
+        guard String(validating: run, as: UTF8.self) != nil else { throw failure("invalid UTF-8 in a string", at: start) }
+        result.append(contentsOf: run)
+    }
+
     /// `'...'` or `'''...'''`, at `offset`: no escapes.
     mutating func literalString(multiline: Bool) throws(TOMLSyntaxError) -> String {
         offset += multiline ? 3 : 1
@@ -62,9 +62,7 @@ extension TOMLReader {
             guard let byte = peek() else { throw failure("unexpected end of the file inside a string") }
             switch byte {
             case UInt8(ascii: "'"):
-                let run = bytes[runStart..<offset]
-                guard String(validating: run, as: UTF8.self) != nil else { throw failure("invalid UTF-8 in a string", at: runStart) }
-                result.append(contentsOf: run)
+                try appendRun(from: runStart, into: &result)
                 guard multiline else {
                     offset += 1
                     return String(decoding: result, as: UTF8.self)
@@ -72,9 +70,7 @@ extension TOMLReader {
                 if try closesMultiline(UInt8(ascii: "'"), into: &result) { return String(decoding: result, as: UTF8.self) }
                 runStart = offset
             case 0x0A where multiline, 0x0D where multiline:
-                let run = bytes[runStart..<offset]
-                guard String(validating: run, as: UTF8.self) != nil else { throw failure("invalid UTF-8 in a string", at: runStart) }
-                result.append(contentsOf: run)
+                try appendRun(from: runStart, into: &result)
                 _ = try newline()
                 result.append(0x0A)  // CRLF is read as LF, as in """"" strings
                 runStart = offset

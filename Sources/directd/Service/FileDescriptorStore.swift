@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import UVBind
+@_spi(Daemon) import UVBind
 
 /// directd's listeners in systemd's file descriptor store, so that a restart
 /// or a crash refuses nothing: while directd runs, each listener is also held
@@ -87,7 +87,7 @@ final class FileDescriptorStore {
                 returned.append(Returned(fd: fd, name: name))
                 // A refused twin's removal takes this one out of the store too:
                 // then it counts as not held, and is stored again by `sync`.
-                held[name.description] = removals.contains(name.description) ? nil : Self.inode(of: fd)
+                held[name.description] = removals.contains(name.description) ? nil : (Listener.inode(of: fd) ?? 0)
             }
         }
     }
@@ -143,7 +143,7 @@ final class FileDescriptorStore {
         for listener in listeners {
             guard let fd = listener.fileDescriptor else { continue }
             let name = StoredListenerName(address: listener.address, device: listener.target.device).description
-            current[name] = (fd, Self.inode(of: fd))
+            current[name] = (fd, (Listener.inode(of: fd) ?? 0))
         }
         for (name, _) in held where current[name] == nil {
             notifier.removeStored(name: name)
@@ -203,7 +203,7 @@ final class FileDescriptorStore {
         } catch {
             return .failure(Problem(description: "is refused: \(error)"))
         }
-        let bound = StoredListenerName(address: socket.address, device: boundDevice(of: fd))
+        let bound = StoredListenerName(address: socket.address, device: Listener.boundDevice(of: fd))
         let widerFamily = socket.address.family == .ipv6 && !socket.ipv6Only
         guard bound == name, !widerFamily else {
             let wider = widerFamily || (socket.address.ip.isAny && !name.address.ip.isAny)
@@ -214,22 +214,6 @@ final class FileDescriptorStore {
 
     private struct Problem: Error, CustomStringConvertible {
         let description: String
-    }
-
-    /// The socket's inode: the same socket, whichever descriptor names it.
-    static func inode(of fd: Int32) -> UInt64 {
-        var status = stat()
-        return fstat(fd, &status) == 0 ? UInt64(status.st_ino) : 0
-    }
-
-    /// `SO_BINDTODEVICE`, by the interface's name now; nil when bound to none.
-    static func boundDevice(of fd: Int32) -> String? {
-        var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
-        var length = socklen_t(IF_NAMESIZE)
-        guard getsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, &name, &length) == 0, length > 0, name[0] != 0 else {
-            return nil
-        }
-        return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 
