@@ -1,4 +1,7 @@
 import CUV
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The one place where Swift objects and libuv handles meet; all of UVBind's (and
 /// directd's) unsafe pointer code for handle lifetimes lives here. `package`:
@@ -71,11 +74,17 @@ import CUV
     }
 
     /// Closes a TCP handle with a reset (RST) instead of an orderly FIN, so that
-    /// the peer learns the connection failed; falls back to a plain close when
-    /// libuv refuses (a shutdown is already pending, say).
+    /// the peer learns the connection failed. libuv refuses while a shutdown is
+    /// pending; then SO_LINGER 0 is set here, so that the plain close that
+    /// follows still sends a reset, not a FIN.
     package static func closeWithReset(_ handle: UnsafeMutablePointer<uv_tcp_t>) {
         guard uv_is_closing(base(handle)) == 0 else { return }
         if uv_tcp_close_reset(handle, releaseClosedHandle) != 0 {
+            var descriptor: uv_os_fd_t = -1
+            if uv_fileno(base(handle), &descriptor) == 0 {
+                var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+                setsockopt(descriptor, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+            }
             uv_close(base(handle), releaseClosedHandle)
         }
     }

@@ -251,12 +251,7 @@ final class Session {
         isClosed = true
         directions.forEach { $0.stop() }
         for handle in [client, upstream].compactMap({ $0 }) {
-            if reset {
-                SocketEnd.armReset(handle)   // a reset even with a shutdown pending
-                HandleStorage.closeWithReset(handle)
-            } else {
-                HandleStorage.close(handle)
-            }
+            if reset { HandleStorage.closeWithReset(handle) } else { HandleStorage.close(handle) }
         }
         holdDescriptors(-descriptors)
         host.sessionClosed(self, reason: reason)

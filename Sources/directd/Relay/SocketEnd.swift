@@ -30,14 +30,4 @@ enum SocketEnd {
         guard uv_fileno(HandleStorage.base(stream), &descriptor) == 0 else { return nil }
         return pendingError(descriptor: descriptor)
     }
-
-    /// Sets SO_LINGER 0 so that the socket's close sends a reset. libuv's own
-    /// `uv_tcp_close_reset` refuses while a shutdown is pending, and the close
-    /// it falls back to would send a FIN.
-    static func armReset(_ handle: UnsafeMutablePointer<uv_tcp_t>) {
-        var descriptor: uv_os_fd_t = -1
-        guard uv_fileno(HandleStorage.base(handle), &descriptor) == 0 else { return }
-        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
-        setsockopt(descriptor, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
-    }
 }
