@@ -19,7 +19,7 @@ SONAME    := libUVBind.so.$(call version_part,MAJOR)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build check-size lib deps test-deps run test test-swift test-c test-netns test-netns-if-root test-bench \
+.PHONY: all build check-size lib deps test-deps run test test-swift test-c test-netns test-netns-if-root test-systemd test-systemd-if-root deb test-bench \
 	bench bench-deps install install-lib uninstall clean fuzz fuzz-build test-fuzz test-sanitize
 
 all: build lib
@@ -62,7 +62,7 @@ lib: deps
 run: build
 	$(BUILD)/release/directd $(ARGS)
 
-test: deps test-c test-netns-if-root test-bench test-swift test-fuzz check-size
+test: deps test-c test-netns-if-root test-systemd-if-root test-bench test-swift test-fuzz check-size
 
 # Programs the Swift tests use when present, installed on a fresh machine:
 # systemd's tools (systemd-socket-activate, systemd-analyze), strace, prlimit
@@ -94,6 +94,15 @@ test-netns: deps
 test-netns-if-root:
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-netns; \
 	else echo "netns: skipped: needs root to create network namespaces (run: sudo make test-netns)"; fi
+
+# directd under a real systemd 252 (PID 1 in a sandbox of namespaces, an overlay root and
+# a cgroup of its own; Tests/systemd/sandbox.py), installed as an operator would: needs root.
+test-systemd: build
+	$(SUDO) python3 Tests/systemd/systemd_suite.py --directd $(BUILD)/release/directd
+
+test-systemd-if-root:
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-systemd; \
+	else echo "systemd: skipped: needs root to boot systemd in namespaces (run: sudo make test-systemd)"; fi
 
 # The benchmark still runs end to end (numbers are not checked: that is make bench).
 test-bench:

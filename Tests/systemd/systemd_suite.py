@@ -1,0 +1,493 @@
+#!/usr/bin/env python3
+"""directd under a real systemd 252, as an operator runs it (issue 22; issue 19 part 3).
+
+A systemd boots as PID 1 in a sandbox (see sandbox.py). directd is installed into it
+from the Debian package (`apt-get install ./directd_*.deb`, with --deb) or, without
+one, from the release build (--directd, --unit: files copied as `make install` does).
+Each check prints PASS or FAIL with what it saw; the suite ends with
+"systemd: N passed, M failed" and exits 1 on any failure.
+
+Needs root. Everything runs inside the sandbox: its own network namespace (the
+clients here open their sockets in it), its own overlay root (the package is
+installed there, not on this machine).
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sandbox import Sandbox, SandboxError  # noqa: E402
+
+CONFIG = "/etc/directd/directd.json"
+PORT = 21118
+OTHER_PORT = 21119
+UPSTREAM_PORT = 7001
+SUITE_SECONDS = 170  # make test-systemd finishes within 3 minutes
+CAP_NET_BIND_SERVICE = 1 << 10
+
+results = []
+
+
+def check(ok, what, detail=""):
+    results.append(bool(ok))
+    print(f"{'PASS' if ok else 'FAIL'}: {what}{f' ({detail})' if detail else ''}", flush=True)
+    return bool(ok)
+
+
+def wait_for(condition, timeout, interval=0.05):
+    """Polls until condition() is true; False once timeout (a failure bound) passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+class Operator:
+    """What an operator types, inside the sandbox."""
+
+    def __init__(self, box):
+        self.box = box
+
+    def systemctl(self, *args, check=False, timeout=60):
+        return self.box.run("systemctl", "--no-pager", *args, check=check, timeout=timeout)
+
+    def show(self, prop, unit="directd"):
+        return self.systemctl("show", "-p", prop, "--value", unit).stdout.strip()
+
+    def main_pid(self):
+        return int(self.show("MainPID") or 0)
+
+    def active(self, unit="directd"):
+        return self.systemctl("is-active", unit).stdout.strip()
+
+    def config(self, **options):
+        base = json.loads(self.box.read("/usr/share/doc/directd/examples/directd.json")
+                          if os.path.exists(self.box.path("/usr/share/doc/directd/examples/directd.json"))
+                          else open(os.path.join(ARGS.checkout, "packaging/directd.json")).read())
+        base["options"].update(options)
+        self.box.write(CONFIG, json.dumps(base, indent=4) + "\n")
+
+    def drop_in(self, unit, name, text):
+        self.box.write(f"/etc/systemd/system/{unit}.d/{name}.conf", text)
+        self.systemctl("daemon-reload", check=True)
+
+    def remove_drop_in(self, unit, name):
+        try:
+            os.unlink(self.box.path(f"/etc/systemd/system/{unit}.d/{name}.conf"))
+        except FileNotFoundError:
+            pass
+        self.systemctl("daemon-reload", check=True)
+
+    def journal(self, *args):
+        return self.box.run("journalctl", "--no-pager", "-u", "directd", *args, check=False).stdout
+
+    def cursor(self):
+        out = self.box.run("journalctl", "--no-pager", "-n", "0", "--show-cursor", check=False).stdout
+        match = re.search(r"-- cursor: (\S+)", out)
+        return match.group(1) if match else None
+
+
+# -- clients, in the sandbox's network namespace ----------------------------
+
+def connect(box, port, timeout=3.0):
+    sock = box.socket()
+    sock.settimeout(timeout)
+    try:
+        sock.connect(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def round_trip(box, port, payload=b"ping\n", timeout=3.0):
+    """True if a connection to port echoes payload back (echo mode, or relayed to the echo upstream)."""
+    try:
+        with connect(box, port, timeout) as sock:
+            sock.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                chunk = sock.recv(len(payload) - len(got))
+                if not chunk:
+                    break
+                got += chunk
+            return got == payload
+    except OSError:
+        return False
+
+
+def refuses(box, port):
+    try:
+        connect(box, port, timeout=1.0).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+class EchoUpstream:
+    """An upstream echo server on loopback inside the sandbox (for relay mode)."""
+
+    def __init__(self, box, port):
+        self.listener = box.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", port))
+        self.listener.listen(64)
+        self.listener.settimeout(0.2)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                peer, _ = self.listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._echo, args=(peer,), daemon=True).start()
+
+    @staticmethod
+    def _echo(peer):
+        peer.settimeout(30)
+        with peer:
+            try:
+                while chunk := peer.recv(65536):
+                    peer.sendall(chunk)
+            except OSError:
+                pass
+
+    def close(self):
+        self.stopping = True
+        self.thread.join(timeout=2)
+        self.listener.close()
+
+
+class ConnectLoop:
+    """A client that connects in a loop and counts what it gets (each connect echoes a byte)."""
+
+    def __init__(self, box, port):
+        self.box, self.port = box, port
+        self.ok = self.failed = 0
+        self.errors = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.thread.join(timeout=30)
+
+    def _run(self):
+        # A connect waits in the backlog through a restart: 15 s is a failure bound only.
+        while not self.stopping.is_set():
+            try:
+                with connect(self.box, self.port, timeout=15.0) as sock:
+                    sock.sendall(b"x")
+                    if sock.recv(1) != b"x":
+                        raise OSError("no echo")
+                self.ok += 1
+            except OSError as error:
+                self.failed += 1
+                kind = type(error).__name__
+                self.errors[kind] = self.errors.get(kind, 0) + 1
+                time.sleep(0.001)
+
+
+# -- installing ---------------------------------------------------------------
+
+def install(box, op):
+    """Installs directd as an operator would; True once the service runs after it."""
+    if ARGS.deb:
+        debs = [os.path.abspath(p) for p in glob.glob(os.path.join(ARGS.deb, "*.deb"))
+                if not os.path.basename(p).startswith(("directd-dbgsym", "libuvbind0-dbgsym"))]
+        result = box.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
+                         "--no-download", *debs, check=False, timeout=120)
+        return check(result.returncode == 0 and wait_for(lambda: op.active() == "active", 10),
+                     "apt-get install ./directd_*.deb installs and starts the service",
+                     f"apt-get exited {result.returncode}, directd {op.active()}"
+                     + ("" if result.returncode == 0 else f": {result.stdout[-1500:]}{result.stderr[-1500:]}"))
+    # Without a package: what `make install PREFIX=/usr` puts in place.
+    binary = open(ARGS.directd, "rb").read()
+    with open(box.path("/usr/bin/directd"), "wb") as f:
+        f.write(binary)
+    os.chmod(box.path("/usr/bin/directd"), 0o755)
+    unit = open(os.path.join(ARGS.checkout, "packaging/directd.service")).read()
+    box.write("/lib/systemd/system/directd.service", unit.replace("/usr/local/bin/directd", "/usr/bin/directd"))
+    box.write("/lib/systemd/system/directd.socket",
+              open(os.path.join(ARGS.checkout, "packaging/directd.socket")).read())
+    box.write(CONFIG, open(os.path.join(ARGS.checkout, "packaging/directd.json")).read())
+    op.systemctl("daemon-reload", check=True)
+    result = op.systemctl("enable", "--now", "directd")
+    return check(result.returncode == 0 and op.active() == "active",
+                 "installed from the build; systemctl enable --now directd starts it",
+                 f"{result.stderr.strip()} {op.active()}")
+
+
+# -- the checks -----------------------------------------------------------------
+
+def check_readiness(box, op):
+    """systemctl start returns only once the listeners are open: a connect right after succeeds."""
+    served = 0
+    rounds = 3
+    for _ in range(rounds):
+        op.systemctl("stop", "directd", check=True)
+        op.systemctl("reset-failed", "directd")  # these starts count against StartLimitBurst
+        op.systemctl("start", "directd", check=True)
+        served += round_trip(box, PORT, timeout=1.0)
+    check(served == rounds, "readiness: a connect right after `systemctl start` is served",
+          f"{served} of {rounds} starts")
+
+
+def check_status_line(box, op):
+    text = op.systemctl("status", "directd").stdout
+    line = next((l.strip() for l in text.splitlines() if l.strip().startswith("Status:")), "")
+    check(re.search(rf"listening on 127\.0\.0\.1:{PORT}; \d+ open, \d+ total", line),
+          "systemctl status shows directd's Status: line", line or text[-400:])
+
+
+def check_reload_applies(box, op):
+    pid = op.main_pid()
+    op.config(**{"direct-access-port": OTHER_PORT})
+    result = op.systemctl("reload", "directd")
+    moved = wait_for(lambda: round_trip(box, OTHER_PORT, timeout=1.0) and refuses(box, PORT), 10)
+    check(result.returncode == 0 and moved and op.main_pid() == pid,
+          "reload applies: a port change moves the listener, same process",
+          f"reload exited {result.returncode}, {PORT}->{OTHER_PORT} {'moved' if moved else 'not moved'}")
+    op.config()
+    op.systemctl("reload", "directd")
+    wait_for(lambda: round_trip(box, PORT, timeout=1.0), 10)
+
+
+def check_rejected_reload(box, op):
+    pid = op.main_pid()
+    good = box.read(CONFIG)
+    box.write(CONFIG, good.replace(f'"direct-access-port": {PORT}', '"direct-access-port": "not-a-port"'))
+    result = op.systemctl("reload", "directd")
+    serving = round_trip(box, PORT) and refuses(box, OTHER_PORT)
+    named = "direct-access-port" in op.journal("-n", "20")
+    check(result.returncode != 0 and serving and op.main_pid() == pid and op.active() == "active" and named,
+          "a broken config fails `systemctl reload`; directd serves on unchanged",
+          f"reload exited {result.returncode}, serving {serving}, same pid {op.main_pid() == pid}, "
+          f"journal names the option {named}")
+    box.write(CONFIG, good)
+
+
+def check_journal_priorities(box, op):
+    """A rejected reload (SIGHUP straight to directd) logs an error and a warning; -p warning shows only those."""
+    good = box.read(CONFIG)
+    box.write(CONFIG, good.replace(f'"direct-access-port": {PORT}', '"direct-access-port": "not-a-port"'))
+    op.systemctl("kill", "-s", "HUP", "--kill-who=main", "directd")
+    wait_for(lambda: "reload rejected" in op.journal("-n", "20"), 10)
+    box.write(CONFIG, good)
+    entries = [json.loads(l) for l in op.journal("-p", "warning", "-o", "json").splitlines() if l.strip()]
+    priorities = sorted({int(e.get("PRIORITY", 6)) for e in entries})
+    everything = [json.loads(l) for l in op.journal("-o", "json").splitlines() if l.strip()]
+    directd_info = [e for e in everything if int(e.get("PRIORITY", 6)) == 6 and e.get("_PID") and
+                    e.get("SYSLOG_IDENTIFIER") == "directd"]
+    prefixed = [e for e in everything if str(e.get("MESSAGE", "")).startswith("<")]
+    check(entries and all(p <= 4 for p in priorities) and {3, 4} <= set(priorities) and directd_info
+          and not prefixed,
+          "journalctl -p warning -u directd shows warnings and errors only",
+          f"{len(entries)} lines at priorities {priorities}; {len(directd_info)} info lines left out; "
+          f"{len(prefixed)} with a raw <N> prefix")
+
+
+def status_fields(box, pid):
+    fields = {}
+    for line in box.read(f"/proc/{pid}/status").splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def check_process_sandbox(box, op):
+    pid = op.main_pid()  # a PID of the sandbox's namespace; /proc inside is the sandbox's
+    fields = status_fields(box, pid)
+    uid = int(fields.get("Uid", "0").split()[0])
+    caps = {k: int(fields.get(k, "0"), 16) for k in ("CapEff", "CapPrm", "CapAmb", "CapBnd")}
+    user = box.run("getent", "passwd", str(uid), check=False).stdout.strip()
+    check(fields.get("NoNewPrivs") == "1", "sandbox: NoNewPrivs: 1", f"NoNewPrivs: {fields.get('NoNewPrivs')}")
+    check(fields.get("Seccomp") == "2", "sandbox: Seccomp: 2 (filter)", f"Seccomp: {fields.get('Seccomp')}")
+    check(all(v == CAP_NET_BIND_SERVICE for v in caps.values()),
+          "sandbox: exactly CAP_NET_BIND_SERVICE, effective, permitted, ambient and bounding",
+          " ".join(f"{k} {v:#x}" for k, v in caps.items()))
+    check(uid != 0 and 61184 <= uid <= 65519 and user.startswith("directd:"),
+          "sandbox: a dynamic user (DynamicUser=yes)", f"uid {uid}, getent: {user or 'nothing'}")
+
+
+def check_stop_drains(box, op):
+    op.config(**{"direct-forward": f"127.0.0.1:{UPSTREAM_PORT}", "grace": 10})
+    op.systemctl("restart", "directd", check=True)
+    upstream = EchoUpstream(box, UPSTREAM_PORT)
+    try:
+        client = connect(box, PORT)
+        client.settimeout(5)
+        client.sendall(b"before\n")
+        before = client.recv(64) == b"before\n"
+        stopper = subprocess.Popen(["nsenter", "-t", str(box.pid), "-a", "systemctl", "stop", "directd"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        draining = wait_for(lambda: op.active() == "deactivating", 5)
+        refused_new = refuses(box, PORT)
+        client.sendall(b"during the drain\n")
+        during = b""
+        while len(during) < len(b"during the drain\n"):
+            chunk = client.recv(64)
+            if not chunk:
+                break
+            during += chunk
+        still_stopping = stopper.poll() is None
+        client.close()
+        stopped = stopper.wait(timeout=15) == 0
+        clean = op.show("ExecMainStatus") == "0" and op.show("Result") == "success"
+        check(before and draining and during == b"during the drain\n" and still_stopping and stopped and clean,
+              "systemctl stop drains: an open relay carries data until its client ends, then directd exits 0",
+              f"draining {draining}, relayed during the drain {during == b'during the drain'+bytes([10])}, "
+              f"stop waited for it {still_stopping}, a new connect refused during the drain {refused_new} "
+              f"(the fdstore's copy keeps the socket until exit), "
+              f"exit {op.show('ExecMainStatus')} {op.show('Result')}")
+    finally:
+        upstream.close()
+        op.config()
+        op.systemctl("start", "directd", check=True)
+
+
+def check_watchdog(box, op):
+    op.drop_in("directd.service", "watchdog", "[Service]\nWatchdogSec=2s\n")
+    op.systemctl("restart", "directd", check=True)
+    pid, restarts = op.main_pid(), int(op.show("NRestarts") or 0)
+    box.run("kill", "-STOP", str(pid))
+    came_back = wait_for(lambda: op.main_pid() not in (0, pid) and op.active() == "active", 20, 0.2)
+    said = "Watchdog timeout" in box.run("journalctl", "--no-pager", "-n", "50", check=False).stdout
+    check(came_back and int(op.show("NRestarts") or 0) > restarts and said and round_trip(box, PORT),
+          "WatchdogSec restarts a directd stopped with SIGSTOP",
+          f"pid {pid} -> {op.main_pid()}, NRestarts {restarts} -> {op.show('NRestarts')}, journal says timeout {said}")
+    op.remove_drop_in("directd.service", "watchdog")
+    op.systemctl("restart", "directd", check=True)
+
+
+def check_socket_activation(box, op):
+    op.systemctl("stop", "directd", check=True)
+    op.systemctl("start", "directd.socket", check=True)
+    op.systemctl("start", "directd", check=True)
+    adopted = "adopt" in op.journal("-n", "10") or "socket" in op.journal("-n", "10")
+    served = round_trip(box, PORT)
+    check(served and op.active("directd.socket") == "active" and op.active() == "active",
+          "socket activation: a matching directd.socket serves", f"served {served}, journal mentions it {adopted}")
+    # A wider socket than the bind value: refused with 78, no restart loop.
+    op.systemctl("stop", "directd", "directd.socket", check=True)
+    op.drop_in("directd.socket", "wide", f"[Socket]\nListenStream=\nListenStream=0.0.0.0:{PORT}\n")
+    op.systemctl("start", "directd.socket", check=True)
+    op.systemctl("reset-failed", "directd")
+    started = op.systemctl("start", "directd")
+    status = op.show("ExecMainStatus")
+    time.sleep(3)  # long enough for several restarts (RestartSec=100ms) if they were to come
+    restarts = op.show("NRestarts")
+    check(started.returncode != 0 and status == "78" and restarts == "0" and op.active() == "failed",
+          "socket activation: a wider socket fails the unit with 78 and no restart loop",
+          f"start exited {started.returncode}, ExecMainStatus {status}, NRestarts {restarts}, {op.active()}")
+    op.systemctl("stop", "directd.socket", check=True)
+    op.remove_drop_in("directd.socket", "wide")
+    op.systemctl("reset-failed", "directd")
+    op.systemctl("start", "directd", check=True)
+
+
+def restart_storm(box, op):
+    """3 restarts and 2 kills under a connecting client: (ok, failed, store sizes, errors)."""
+    stored = []
+    with ConnectLoop(box, PORT) as loop:
+        wait_for(lambda: loop.ok > 20, 5)
+        for _ in range(3):
+            op.systemctl("restart", "directd", check=True)
+            stored.append(op.show("NFileDescriptorStore"))
+            time.sleep(0.3)
+        for _ in range(2):
+            op.systemctl("reset-failed", "directd")
+            pid = op.main_pid()
+            box.run("kill", "-KILL", str(pid))
+            wait_for(lambda: op.main_pid() not in (0, pid) and op.active() == "active", 15)
+            wait_for(lambda: op.show("NFileDescriptorStore") != "0", 3)
+            stored.append(op.show("NFileDescriptorStore"))
+            time.sleep(0.3)
+        ok_before = loop.ok
+        wait_for(lambda: loop.ok > ok_before + 20, 5)
+    return loop.ok, loop.failed, stored, loop.errors
+
+
+def check_fdstore(box, op):
+    op.systemctl("restart", "directd", check=True)
+    ok, failed, stored, errors = restart_storm(box, op)
+    check(failed == 0 and ok > 0 and all(s == "1" for s in stored),
+          "fdstore: 3 restarts and 2 kills -9 refuse no connect; NFileDescriptorStore 1 while running",
+          f"{failed} of {ok + failed} connects failed {errors or ''}; store after each: {','.join(stored)}")
+    op.systemctl("stop", "directd", check=True)
+    emptied = op.show("NFileDescriptorStore")
+    check(emptied == "0", "fdstore: systemctl stop empties the store", f"NFileDescriptorStore {emptied}")
+    op.drop_in("directd.service", "nofdstore", "[Service]\nFileDescriptorStoreMax=0\n")
+    op.systemctl("start", "directd", check=True)
+    ok_off, failed_off, _, errors_off = restart_storm(box, op)
+    print(f"fdstore: measured: with the store {failed} of {ok + failed} connects failed; "
+          f"with FileDescriptorStoreMax=0 {failed_off} of {ok_off + failed_off} ({errors_off or 'none'})", flush=True)
+    op.remove_drop_in("directd.service", "nofdstore")
+    op.systemctl("restart", "directd", check=True)
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkout", default=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    parser.add_argument("--deb", help="folder with directd_*.deb, libuvbind0_*.deb, libuvbind-dev_*.deb")
+    parser.add_argument("--upgrade-deb", help="folder with the same packages at a newer version")
+    parser.add_argument("--directd", help="without --deb: the release directd to install")
+    ARGS = parser.parse_args()
+    if os.geteuid() != 0:
+        print("systemd: needs root (namespaces, mounts, cgroups)")
+        return 2
+    if not ARGS.deb and not ARGS.directd:
+        parser.error("--deb or --directd")
+
+    def out_of_time(_signum, _frame):
+        raise TimeoutError(f"the suite ran over {SUITE_SECONDS} s")
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.alarm(SUITE_SECONDS)
+    started = time.monotonic()
+    try:
+        with Sandbox(ARGS.checkout) as box:
+            check(box.state == "running", "systemd boots in the sandbox: is-system-running says running",
+                  f"{box.state} in {time.monotonic() - started:.1f} s")
+            op = Operator(box)
+            if install(box, op):
+                for step in (check_readiness, check_status_line, check_reload_applies, check_rejected_reload,
+                             check_journal_priorities, check_process_sandbox, check_stop_drains,
+                             check_watchdog, check_socket_activation, check_fdstore):
+                    try:
+                        step(box, op)
+                    except (SandboxError, OSError, subprocess.SubprocessError) as error:
+                        check(False, step.__name__, str(error)[-1500:])
+                if ARGS.deb:
+                    import package_checks
+                    package_checks.run(box, op, ARGS, check)
+    except (SandboxError, TimeoutError, KeyboardInterrupt) as error:
+        check(False, "the suite ran to its end", str(error)[-3000:])
+    passed = sum(results)
+    print(f"systemd: {passed} passed, {len(results) - passed} failed ({time.monotonic() - started:.0f} s)")
+    return 0 if results and all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
