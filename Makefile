@@ -19,7 +19,7 @@ SONAME    := libUVBind.so.$(call version_part,MAJOR)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build check-size lib deps test-deps run test test-swift test-c test-netns test-netns-if-root test-systemd test-systemd-if-root deb test-bench \
+.PHONY: all build check-size lib deps test-deps run test test-swift test-c test-netns test-netns-if-root test-systemd test-systemd-if-root deb deb-deps test-bench \
 	bench bench-deps install install-lib uninstall clean fuzz fuzz-build test-fuzz test-sanitize
 
 all: build lib
@@ -251,6 +251,41 @@ test-sanitize: deps
 		echo "test-sanitize: $$(echo $$reports | wc -w) sanitizer report(s) in $(SANLOGS)"; status=1; \
 	else echo "test-sanitize: no sanitizer reports"; fi; \
 	exit $$status
+
+# Debian packages: directd, libuvbind0 and libuvbind-dev, from packaging/debian/, built
+# in $(DEBDIR)/src (the top level stays as it is) and left in $(DEBDIR). The upstream
+# version is the header's; DEB_REVISION gives a newer package of the same version (an
+# entry is added to the build's copy of the changelog). lintian must pass: no error,
+# no warning.
+DEBDIR       ?= .build-deb
+DEB_REVISION ?= 1
+DEB_VERSION  := $(VERSION)-$(DEB_REVISION)
+DEB_PACKAGES := debhelper dpkg-dev lintian fakeroot
+debsrc        = $(DEBDIR)/src/directd-$(VERSION)
+deb-deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "make: installing $$missing"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+deb: build lib deb-deps
+	@top=$$(dpkg-parsechangelog -l packaging/debian/changelog -S Version); case $$top in \
+		$(VERSION)-*) ;; \
+		*) echo "make deb: packaging/debian/changelog is at $$top, uvbind.h at $(VERSION): add an entry"; exit 1;; esac
+	rm -rf $(DEBDIR)/src && mkdir -p $(debsrc)
+	cp -r packaging/debian $(debsrc)/debian
+	sed 's|/usr/local/bin/directd|/usr/bin/directd|' packaging/directd.service > $(debsrc)/debian/directd.service
+	@if [ "$$(dpkg-parsechangelog -l packaging/debian/changelog -S Version)" != "$(DEB_VERSION)" ]; then \
+		{ printf 'directd (%s) unstable; urgency=medium\n\n  * Rebuilt with Debian revision %s (make deb DEB_REVISION=%s).\n\n -- %s  %s\n\n' \
+			"$(DEB_VERSION)" "$(DEB_REVISION)" "$(DEB_REVISION)" \
+			"$$(dpkg-parsechangelog -l packaging/debian/changelog -S Maintainer)" "$$(date -R)"; \
+		  cat packaging/debian/changelog; } > $(debsrc)/debian/changelog; fi
+	cd $(debsrc) && CHECKOUT=$(CURDIR) dpkg-buildpackage -b -us -uc
+	lintian --fail-on error,warning $(DEBDIR)/src/directd_$(DEB_VERSION)_*.changes
+	mv $(DEBDIR)/src/*.deb $(DEBDIR)/
+	@ls $(DEBDIR)/*_$(DEB_VERSION)_*.deb
 
 # The library, header and pkg-config file; `install` adds directd.
 install-lib: lib
