@@ -96,9 +96,11 @@ test-netns-if-root:
 	else echo "netns: skipped: needs root to create network namespaces (run: sudo make test-netns)"; fi
 
 # directd under a real systemd 252 (PID 1 in a sandbox of namespaces, an overlay root and
-# a cgroup of its own; Tests/systemd/sandbox.py), installed as an operator would: needs root.
-test-systemd: build
-	$(SUDO) python3 Tests/systemd/systemd_suite.py --directd $(BUILD)/release/directd
+# a cgroup of its own; Tests/systemd/sandbox.py), installed from the Debian packages as an
+# operator would, then upgraded to a second build with a newer revision and purged: needs root.
+test-systemd: deb
+	$(MAKE) --no-print-directory deb DEBDIR=$(DEBDIR)/upgrade DEB_REVISION=$(DEB_REVISION).1 DEB_LINT= >/dev/null
+	$(SUDO) python3 Tests/systemd/systemd_suite.py --deb $(DEBDIR) --upgrade-deb $(DEBDIR)/upgrade
 
 test-systemd-if-root:
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-systemd; \
@@ -259,9 +261,12 @@ test-sanitize: deps
 # no warning.
 DEBDIR       ?= .build-deb
 DEB_REVISION ?= 1
+# make deb DEB_LINT=  (empty): without lintian (test-systemd's second build, the same files again).
+DEB_LINT     ?= 1
 DEB_VERSION  := $(VERSION)-$(DEB_REVISION)
 DEB_PACKAGES := debhelper dpkg-dev lintian fakeroot
 debsrc        = $(DEBDIR)/src/directd-$(VERSION)
+lintian_fails = error,warning
 deb-deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -283,7 +288,7 @@ deb: build lib deb-deps
 			"$$(dpkg-parsechangelog -l packaging/debian/changelog -S Maintainer)" "$$(date -R)"; \
 		  cat packaging/debian/changelog; } > $(debsrc)/debian/changelog; fi
 	cd $(debsrc) && CHECKOUT=$(CURDIR) dpkg-buildpackage -b -us -uc
-	lintian --fail-on error,warning $(DEBDIR)/src/directd_$(DEB_VERSION)_*.changes
+	$(if $(DEB_LINT),lintian --fail-on $(lintian_fails) $(DEBDIR)/src/directd_$(DEB_VERSION)_*.changes)
 	mv $(DEBDIR)/src/*.deb $(DEBDIR)/
 	@ls $(DEBDIR)/*_$(DEB_VERSION)_*.deb
 

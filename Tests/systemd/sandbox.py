@@ -37,6 +37,7 @@ import time
 
 CGROUP_PREFIX = "directd-systemd-"
 TARGET = "directd-sandbox.target"
+UPPER_INSIDE = "/run/directd-sandbox/upper"
 CLONE_NEWNET = 0x40000000
 
 # The sandbox's own boot target: basic.target and nothing of the image's.
@@ -65,6 +66,9 @@ mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 mount --rbind /dev "$root/dev"
 mkdir -p "$root$checkout"
 mount --bind "$checkout" "$root$checkout"
+# The upper layer, readable inside: what the tests changed, and nothing else.
+mkdir -p "$root/run/directd-sandbox/upper"
+mount --bind -o ro "$scratch/upper" "$root/run/directd-sandbox/upper"
 printf '%s' "$target" > "$root/etc/systemd/system/directd-sandbox.target"
 # No getty on the host's console from inside.
 ln -sf /dev/null "$root/etc/systemd/system/console-getty.service"
@@ -293,6 +297,11 @@ class Sandbox:
     def read(self, inside):
         with open(self.path(inside)) as f:
             return f.read()
+
+    def upper_layer(self):
+        """The host's path to the overlay's upper layer: every file changed inside
+        (a whiteout, a character device 0:0, for each one removed from `/`)."""
+        return self.path(UPPER_INSIDE)
 
     def in_netns(self, function, *args):
         """Calls function(*args) on a thread in the sandbox's network namespace.
