@@ -279,7 +279,7 @@ deb: build lib deb-deps
 	@top=$$(dpkg-parsechangelog -l packaging/debian/changelog -S Version); case $$top in \
 		$(VERSION)-*) ;; \
 		*) echo "make deb: packaging/debian/changelog is at $$top, uvbind.h at $(VERSION): add an entry"; exit 1;; esac
-	rm -rf $(DEBDIR)/src && mkdir -p $(debsrc)
+	rm -rf $(DEBDIR)/src $(DEBDIR)/*.deb && mkdir -p $(debsrc)
 	cp -r packaging/debian $(debsrc)/debian
 	sed 's|/usr/local/bin/directd|/usr/bin/directd|' packaging/directd.service > $(debsrc)/debian/directd.service
 	@if [ "$$(dpkg-parsechangelog -l packaging/debian/changelog -S Version)" != "$(DEB_VERSION)" ]; then \
@@ -337,4 +337,4 @@ uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 clean:
-	rm -rf $(BUILD) $(CLIB) $(BENCHBIN) $(FUZZBUILD) .build-asan .build-tsan $(SANLOGS)
+	rm -rf $(BUILD) $(CLIB) $(BENCHBIN) $(FUZZBUILD) .build-asan .build-tsan $(SANLOGS) $(DEBDIR)

@@ -14,6 +14,8 @@ import os
 import re
 import stat
 
+from clients import round_trip
+
 PACKAGES = ("directd", "libuvbind0", "libuvbind-dev")
 CONFIG = "/etc/directd/directd.json"
 
@@ -87,7 +89,7 @@ def check_c_program(box, check):
           + ("" if result.returncode == 0 else f": {result.stdout[-800:]}{result.stderr[-800:]}"))
 
 
-def check_upgrade_keeps_conffile(box, op, upgrade_folder, check, other_port, round_trip):
+def check_upgrade_keeps_conffile(box, op, upgrade_folder, check, other_port):
     config = json.loads(box.read(CONFIG))
     config["options"]["direct-access-port"] = other_port
     config["options"]["grace"] = 3
@@ -128,10 +130,10 @@ def check_purge(box, op, before, check):
           f"{remaining[:5]}; changed against before the install: {changed[:8] or 'nothing'}")
 
 
-def run(box, op, args, before, check, other_port, round_trip):
+def run(box, op, args, before, check, other_port):
     check_c_program(box, check)
     if args.upgrade_deb:
-        check_upgrade_keeps_conffile(box, op, args.upgrade_deb, check, other_port, round_trip)
+        check_upgrade_keeps_conffile(box, op, args.upgrade_deb, check, other_port)
     else:
         check(False, "upgrade keeps the conffile", "no --upgrade-deb folder given")
     check_purge(box, op, before, check)
