@@ -99,7 +99,7 @@ test-netns-if-root:
 # a cgroup of its own; Tests/systemd/sandbox.py), installed from the Debian packages as an
 # operator would, then upgraded to a second build with a newer revision and purged: needs root.
 test-systemd: deb
-	$(MAKE) --no-print-directory deb DEBDIR=$(DEBDIR)/upgrade DEB_REVISION=$(DEB_REVISION).1 DEB_LINT= >/dev/null
+	DEB_BUILD_OPTIONS=noddebs $(MAKE) --no-print-directory deb DEBDIR=$(DEBDIR)/upgrade DEB_REVISION=$(DEB_REVISION).1 DEB_LINT= >/dev/null
 	$(SUDO) python3 Tests/systemd/systemd_suite.py --deb $(DEBDIR) --upgrade-deb $(DEBDIR)/upgrade
 
 test-systemd-if-root:

@@ -36,6 +36,7 @@ import threading
 import time
 
 CGROUP_PREFIX = "directd-systemd-"
+SCRATCH_PREFIX = "directd-sandbox-"
 TARGET = "directd-sandbox.target"
 UPPER_INSIDE = "/run/directd-sandbox/upper"
 CLONE_NEWNET = 0x40000000
@@ -132,13 +133,22 @@ def remove_cgroup_tree(path, timeout=10.0):
 
 
 def sweep_stale(base):
-    """Removes sandboxes left by runs that were killed (their PID is gone)."""
+    """Removes sandboxes left by runs that were killed (their PID is gone): the
+    cgroup with what still runs in it, and the empty mount point of the upper layer."""
     for name in os.listdir(base):
         if not name.startswith(CGROUP_PREFIX):
             continue
         pid = name[len(CGROUP_PREFIX):]
         if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             remove_cgroup_tree(os.path.join(base, name))
+    temp = tempfile.gettempdir()
+    for name in os.listdir(temp):
+        pid = name[len(SCRATCH_PREFIX):].split("-")[0]
+        if name.startswith(SCRATCH_PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            try:
+                os.rmdir(os.path.join(temp, name))  # only ever an empty folder
+            except OSError:
+                pass
 
 
 class Sandbox:
@@ -183,7 +193,7 @@ class Sandbox:
         sweep_stale(base)
         self.cgroup = os.path.join(base, f"{CGROUP_PREFIX}{os.getpid()}")
         os.makedirs(self.cgroup, exist_ok=True)
-        self.scratch = tempfile.mkdtemp(prefix="directd-sandbox-")
+        self.scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
         self.console = tempfile.TemporaryFile()
         procs = os.path.join(self.cgroup, "cgroup.procs")
 
@@ -236,7 +246,19 @@ class Sandbox:
             return ""
 
     def close(self):
-        """Tears everything down; safe to call twice, and from any exit path."""
+        """Tears everything down; safe to call twice, and from any exit path.
+
+        Signals (an alarm, SIGINT, SIGTERM) wait until it is done, so that none
+        can stop the teardown halfway; they are delivered once it is.
+        """
+        held = {signal.SIGALRM, signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            self._teardown()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _teardown(self):
         if self.process is not None:
             if self.process.poll() is None:
                 for pid in (self.pid, self.process.pid):
