@@ -16,18 +16,36 @@ def connect(box, port, timeout=3.0):
     return sock
 
 
+def echoes(sock, payload):
+    """True if payload comes back whole on sock (False on EOF or a reset)."""
+    try:
+        sock.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = sock.recv(len(payload) - len(got))
+            if not chunk:
+                return False
+            got += chunk
+        return got == payload
+    except OSError:
+        return False
+
+
+def ended_by_peer(sock):
+    """True once the peer ends the connection (EOF or reset), within the socket's timeout."""
+    try:
+        return sock.recv(64) == b""
+    except ConnectionResetError:
+        return True
+    except OSError:
+        return False
+
+
 def round_trip(box, port, payload=b"ping\n", timeout=3.0):
-    """True if a connection to port echoes payload back (echo mode, or relayed to the echo upstream)."""
+    """True if a new connection to port echoes payload back (echo mode, or relayed to the echo upstream)."""
     try:
         with connect(box, port, timeout) as sock:
-            sock.sendall(payload)
-            got = b""
-            while len(got) < len(payload):
-                chunk = sock.recv(len(payload) - len(got))
-                if not chunk:
-                    break
-                got += chunk
-            return got == payload
+            return echoes(sock, payload)
     except OSError:
         return False
 
@@ -114,14 +132,11 @@ class ConnectLoop:
                 self.refused[phase] = self.refused.get(phase, 0) + 1
                 time.sleep(0.001)
                 continue
-            try:
-                with sock:
-                    sock.sendall(b"x")
-                    if sock.recv(1) != b"x":
-                        raise OSError("no echo")
-                self.served += 1
-            except OSError:
-                self.cut[phase] = self.cut.get(phase, 0) + 1
+            with sock:
+                if echoes(sock, b"x"):
+                    self.served += 1
+                else:
+                    self.cut[phase] = self.cut.get(phase, 0) + 1
 
     def total(self):
         return self.served + sum(self.refused.values()) + sum(self.cut.values())

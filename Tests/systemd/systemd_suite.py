@@ -13,17 +13,19 @@ clients here open their sockets in it), its own overlay root (the package is
 installed there, not on this machine).
 """
 import argparse
+import contextlib
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import package_checks  # noqa: E402
-from clients import ConnectLoop, EchoUpstream, connect, refuses, round_trip  # noqa: E402
+from clients import ConnectLoop, EchoUpstream, connect, echoes, ended_by_peer, refuses, round_trip  # noqa: E402,E501
 from sandbox import Sandbox, SandboxError  # noqa: E402
 
 CONFIG = "/etc/directd/directd.json"
@@ -219,40 +221,57 @@ def check_process_sandbox(box, op):
           "sandbox: a dynamic user (DynamicUser=yes)", f"uid {uid}, getent: {user or 'nothing'}")
 
 
-def check_stop_drains(box, op):
-    op.config(**{"direct-forward": f"127.0.0.1:{UPSTREAM_PORT}", "grace": 10})
+@contextlib.contextmanager
+def relaying(box, op, grace):
+    """directd relaying to an echo upstream with this grace; yields a client's open
+    session and `systemctl stop` started in the background; the example config after."""
+    op.config(**{"direct-forward": f"127.0.0.1:{UPSTREAM_PORT}", "grace": grace})
     op.systemctl("restart", "directd", check=True)
     upstream = EchoUpstream(box, UPSTREAM_PORT)
+    client = None
     try:
         client = connect(box, PORT)
-        client.settimeout(5)
-        client.sendall(b"before\n")
-        before = client.recv(64) == b"before\n"
+        client.settimeout(15)  # a failure bound only
+        opened = echoes(client, b"before\n")
         stopper = subprocess.Popen(["nsenter", "-t", str(box.pid), "-a", "systemctl", "stop", "directd"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         draining = wait_for(lambda: op.active() == "deactivating", 5)
-        refused_new = refuses(box, PORT)
-        client.sendall(b"during the drain\n")
-        during = b""
-        while len(during) < len(b"during the drain\n"):
-            chunk = client.recv(64)
-            if not chunk:
-                break
-            during += chunk
-        still_stopping = stopper.poll() is None
-        client.close()
-        stopped = stopper.wait(timeout=15) == 0
-        clean = op.show("ExecMainStatus") == "0" and op.show("Result") == "success"
-        check(before and draining and during == b"during the drain\n" and still_stopping and stopped and clean,
-              "systemctl stop drains: an open relay carries data until its client ends, then directd exits 0",
-              f"draining {draining}, relayed during the drain {during == b'during the drain'+bytes([10])}, "
-              f"stop waited for it {still_stopping}, a new connect refused during the drain {refused_new} "
-              f"(the fdstore's copy keeps the socket until exit), "
-              f"exit {op.show('ExecMainStatus')} {op.show('Result')}")
+        yield client, stopper, opened and draining
     finally:
+        if client is not None:
+            client.close()
         upstream.close()
         op.config()
         op.systemctl("start", "directd", check=True)
+
+
+def clean_exit(op):
+    # Result=success: directd exited 0 by itself; a stop that ran into TimeoutStopSec says "timeout".
+    return op.show("ExecMainStatus") == "0" and op.show("Result") == "success"
+
+
+def check_stop_drains(box, op):
+    with relaying(box, op, grace=10) as (client, stopper, draining):
+        during = echoes(client, b"during the drain\n")
+        still_stopping = stopper.poll() is None
+        client.shutdown(socket.SHUT_WR)
+        closed = ended_by_peer(client)
+        stopped = stopper.wait(timeout=15) == 0
+        check(draining and during and still_stopping and closed and stopped and clean_exit(op),
+              "systemctl stop drains: an open relay carries data until its client ends it, then directd exits 0",
+              f"draining {draining}, relayed during the drain {during}, stop waited for it {still_stopping}, "
+              f"exit {op.show('ExecMainStatus')} {op.show('Result')}")
+
+
+def check_stop_cuts_at_grace(box, op):
+    with relaying(box, op, grace=2) as (client, stopper, draining):
+        during = echoes(client, b"during the drain\n")
+        cut = ended_by_peer(client)  # the client does nothing: only the grace deadline ends it
+        stopped = stopper.wait(timeout=15) == 0
+        check(draining and during and cut and stopped and clean_exit(op),
+              "systemctl stop: a relay still open when grace (2 s) ends is cut, and directd exits 0 by itself",
+              f"draining {draining}, relayed during the drain {during}, cut by directd {cut}, "
+              f"exit {op.show('ExecMainStatus')} {op.show('Result')}")
 
 
 def check_watchdog(box, op):
@@ -380,7 +399,7 @@ def main():
             before = package_checks.snapshot(box) if ARGS.deb else None
             if install(box, op):
                 for step in (check_readiness, check_status_line, check_reload_applies, check_rejected_reload,
-                             check_journal_priorities, check_process_sandbox, check_stop_drains,
+                             check_journal_priorities, check_process_sandbox, check_stop_drains, check_stop_cuts_at_grace,
                              check_watchdog, check_socket_activation, check_fdstore):
                     try:
                         step(box, op)
