@@ -281,7 +281,9 @@ deb: build lib deb-deps
 		*) echo "make deb: packaging/debian/changelog is at $$top, uvbind.h at $(VERSION): add an entry"; exit 1;; esac
 	rm -rf $(DEBDIR)/src $(DEBDIR)/*.deb && mkdir -p $(debsrc)
 	cp -r packaging/debian $(debsrc)/debian
-	sed 's|/usr/local/bin/directd|/usr/bin/directd|' packaging/directd.service > $(debsrc)/debian/directd.service
+	# The package's unit: directd at /usr/bin, and its man page (installed with it) for systemctl help.
+	sed -e 's|/usr/local/bin/directd|/usr/bin/directd|' -e '/^Description=/a Documentation=man:directd(8)' \
+		packaging/directd.service > $(debsrc)/debian/directd.service
 	@if [ "$$(dpkg-parsechangelog -l packaging/debian/changelog -S Version)" != "$(DEB_VERSION)" ]; then \
 		{ printf 'directd (%s) unstable; urgency=medium\n\n  * Rebuilt with Debian revision %s (make deb DEB_REVISION=%s).\n\n -- %s  %s\n\n' \
 			"$(DEB_VERSION)" "$(DEB_REVISION)" "$(DEB_REVISION)" \
