@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import package_checks  # noqa: E402
 from clients import ConnectLoop, EchoUpstream, connect, echoes, ended_by_peer, refuses, round_trip  # noqa: E402,E501
