@@ -62,6 +62,10 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: OptionTable.all[flag: "log-level"], completion: .list(LogLevel.allCases.map { "\($0)" }))
     var logLevel: String?
     @Option(help: OptionTable.all[flag: "backlog"]) var backlog: String?
+    @Option(help: OptionTable.all[flag: "rate-limit"]) var rateLimit: String?
+    @Option(help: OptionTable.all[flag: "ban-time"]) var banTime: String?
+    @Option(help: OptionTable.all[flag: "rate-limit-ipv6-prefix"]) var rateLimitIpv6Prefix: String?
+    @Option(help: OptionTable.all[flag: "rate-limit-exempt"]) var rateLimitExempt: String?
 
     /// The flags given, by flag name, read off the `@Option` properties above.
     var flags: [String: String] {

@@ -21,6 +21,10 @@ final class Server: SessionHost, ReloadTarget {
     /// The listeners in the manager's fdstore; set by the command before listening.
     var descriptorStore: FileDescriptorStore?
     private lazy var reloader = Reloader(target: self)
+    /// The clients the rate limit tracks: allocated when it is first on, then
+    /// kept, whatever reloads do to the options.
+    private lazy var rates = RateLimitTable()
+    private var ratesAllocated = false
     /// Sessions waiting for relay memory, for a rate-limited warning.
     private var memoryWarningAt: UInt64 = 0
     /// The tick's expiries, cut only if they still hold after the next poll.
@@ -211,7 +215,8 @@ final class Server: SessionHost, ReloadTarget {
         }
         session.readPeer()
         let peer = session.peer.map(\.description) ?? "unknown peer"
-        if let refusal = Admission.refusal(of: session.peer, by: Admission.Policy(settings), table: table) {
+        if let refusal = Admission.refusal(of: session.peer, by: Admission.Policy(settings), table: table,
+                                           rates: self.rateTable(), now: uv_now(loop)) {
             Admission.log(refusal, peer: peer, listener: listener.address)
             return session.close(reason: nil)
         }
@@ -224,6 +229,17 @@ final class Server: SessionHost, ReloadTarget {
         } else {
             session.startEcho()
         }
+    }
+
+    private func rateTable() -> RateLimitTable {
+        ratesAllocated = true
+        return rates
+    }
+
+    /// The rate-limit table's counts (read-only, for status and metrics); nil
+    /// while the rate limit has never been on.
+    var rateLimitCounts: RateLimitTable.Counts? {
+        ratesAllocated ? rates.counts(now: uv_now(loop)) : nil
     }
 
     // MARK: SessionHost
