@@ -120,6 +120,16 @@ final class Server: SessionHost, ReloadTarget {
         }
     }
 
+    /// What it runs with after the start; reloads check against it.
+    private(set) var privileges = Privileges.asStarted
+
+    /// Drops root as `plan` says, once the listeners are open, and logs the
+    /// identity and capabilities it ends with.
+    func dropPrivileges(_ plan: PrivilegePlan) throws(PrivilegeDrop.Failure) {
+        privileges = try PrivilegeDrop.perform(plan)
+        if privileges.droppedTo != nil { Log.line("dropped root: \(Privileges.describeCurrent())") }
+    }
+
     /// Where it listens now, with the kernel's ports.
     var listeningAddresses: [SocketAddress] { source?.listeners.map(\.address) ?? [] }
 

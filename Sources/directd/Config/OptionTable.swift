@@ -171,8 +171,18 @@ enum OptionTable {
         key: "rate-limit-exempt", flag: "rate-limit-exempt", property: \.rateLimitExempt, value: .allowList,
         defaultValue: nil, valueName: "list",
         help: "Clients never rate-limited: comma-separated addresses and prefixes.", reloadable: true)
+    // Dropping root once the listeners are open.
+    static let user = OptionSpec(
+        key: "user", flag: "user", property: \.user, value: .accountName("user"), defaultValue: "",
+        valueName: "name",
+        help: "When started as root, run as this user once the listeners are open (CAP_NET_BIND_SERVICE kept only for a port below 1024). Empty: stay as started.",
+        reloadable: false)
+    static let group = OptionSpec(
+        key: "group", flag: "group", property: \.group, value: .accountName("group"), defaultValue: "",
+        valueName: "name", help: "The group to run as with user; empty: the user's primary group.", reloadable: false)
     static let guarding: [AnyOptionSpec] = [
         AnyOptionSpec(rateLimit), AnyOptionSpec(banTime), AnyOptionSpec(rateLimitIPv6Prefix), AnyOptionSpec(rateLimitExempt),
+        AnyOptionSpec(user), AnyOptionSpec(group),
     ]
 
     static let all: [AnyOptionSpec] = [

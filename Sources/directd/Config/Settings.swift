@@ -41,6 +41,9 @@ struct Settings: Sendable {
     var rateLimitIPv6Prefix: Int = OptionTable.rateLimitIPv6Prefix.defaultValue
     /// Clients never rate-limited; nil is nobody.
     var rateLimitExempt: AllowList? = OptionTable.rateLimitExempt.defaultValue
+    /// When started as root, the user and group to run as once listening; empty: as started.
+    var user: String = OptionTable.user.defaultValue
+    var group: String = OptionTable.group.defaultValue
     /// The options the file or a flag set (by name), as opposed to defaults.
     var given: Set<String> = []
     /// Things worth telling the operator that do not stop the start (unknown keys, say).
