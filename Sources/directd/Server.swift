@@ -45,7 +45,8 @@ final class Server: SessionHost, ReloadTarget {
             openConnections: { [unowned self] in self.table.count },
             cutConnections: { [unowned self] reason in self.cutConnections(reason) },
             summary: { [unowned self] in
-                Log.line(self.table.summary + (self.source?.problem.map { "; \($0)" } ?? ""))
+                Log.line(self.table.summary + (self.rateLimitCounts.map { "; \($0)" } ?? "")
+                         + (self.source?.problem.map { "; \($0)" } ?? ""))
             },
             reload: { [unowned self] in self.reloader.request(cause: "SIGHUP") },
             tick: { [unowned self] now in self.tick(now) }))
@@ -160,6 +161,7 @@ final class Server: SessionHost, ReloadTarget {
         if let allowList = settings.allowList {
             Log.info(allowList.startupNote ?? "allowing clients from \(allowList.summary()) only")
         }
+        if let rateLimit = RateLimitPolicy(settings) { Log.info(rateLimit.description) }
         let notifier = ServiceNotifier(loop: loop)
         notifier.statusSource = { [unowned self] in
             (self.source?.problem.map { "\($0); " } ?? "")

@@ -48,6 +48,10 @@ struct RateLimitProcessTests {
         #expect(daemon.waitForLog("rate-limit (2/1h) exceeded again by 127.0.0.9: banned for 1h"), "\(daemon.logText)")
         #expect(daemon.waitForLog("127.0.0.9 is banned (rate-limit) for"), "\(daemon.logText)")
         #expect(try Self.served(from: "127.0.0.2", port: daemon.port))
+        #expect(daemon.logText.contains("rate-limit 2/1h per client (IPv4 per address, IPv6 per /64), bans of 1h doubling up to 64x"))
+        kill(daemon.pid, SIGUSR1)
+        #expect(daemon.waitForLog("rate-limit: 2 of 65536 clients tracked, 1 banned, 2 refused past the limit, 2 while banned, 1 bans, 0 untracked"),
+                "\(daemon.logText)")
     }
 
     @Test func aReloadKeepsTheTable() throws {

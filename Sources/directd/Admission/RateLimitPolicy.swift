@@ -2,7 +2,7 @@ import UVBind
 
 /// The rate-limit options in force for new connections: the limit, the bans,
 /// how IPv6 clients are grouped, and who is never limited.
-struct RateLimitPolicy: Sendable {
+struct RateLimitPolicy: Sendable, CustomStringConvertible {
     let limit: RateLimit
     let bans: BanPolicy
     let ipv6PrefixLength: Int
@@ -16,6 +16,13 @@ struct RateLimitPolicy: Sendable {
         bans = BanPolicy(banTime: settings.banTime)
         ipv6PrefixLength = settings.rateLimitIPv6Prefix
         exempt = settings.rateLimitExempt
+    }
+
+    /// The start's line: what is limited, how, and who is not.
+    var description: String {
+        "rate-limit \(limit) per client (IPv4 per address, IPv6 per /\(ipv6PrefixLength))"
+            + (bans.isOn ? ", bans of \(DurationText.show(bans.banTime)) doubling up to \(BanPolicy.maximumFactor)x" : ", no bans")
+            + (exempt.map { "; exempt: \($0.summary())" } ?? "")
     }
 
     /// What the table says of a connection from `ip`; nil when exempt.

@@ -29,7 +29,7 @@ final class RateLimitTable {
     }
 
     /// The read-only view for status and metrics.
-    struct Counts: Equatable, Sendable {
+    struct Counts: Equatable, Sendable, CustomStringConvertible {
         /// Slots in use, and the slots there are.
         var entries = 0
         var capacity = 0
@@ -42,6 +42,11 @@ final class RateLimitTable {
         var bans: UInt64 = 0
         /// Connections let through because their window was full of bans.
         var untracked: UInt64 = 0
+
+        /// For the SIGUSR1 summary.
+        var description: String {
+            "rate-limit: \(entries) of \(capacity) clients tracked, \(banned) banned, \(refusedLimited) refused past the limit, \(refusedBanned) while banned, \(bans) bans, \(untracked) untracked"
+        }
     }
 
     private struct Slot {
