@@ -120,7 +120,7 @@ struct RateLimitTableTests {
     /// A million distinct sources: the storage is what it was, and the bans hold.
     @Test func aMillionSourcesStayWithinTheCapAndDoNotPushBansOut() throws {
         let table = RateLimitTable()
-        let storage = table.allocatedSlots
+        let storage = table.allocatedSlots, bytes = table.allocatedBytes
         let limit = try RateLimit(parsing: "1/1h"), bans = BanPolicy(banTime: 3_600_000)
         let banned = (1...200).map { Self.key("2001:db8:ffff:\(String($0, radix: 16))::1") }
         for key in banned {
@@ -136,6 +136,8 @@ struct RateLimitTableTests {
         }
         #expect(admitted == 1_000_000, "each new source has its first connection")
         #expect(table.allocatedSlots == storage, "the storage never grew")
+        // 4 MiB, and what the allocator rounds up (a page at most).
+        #expect(table.allocatedBytes == bytes && bytes <= (4 << 20) + 4096, "\(bytes) bytes (\(bytes / table.capacity) a slot)")
         let counts = table.counts(now: 2_000_000)
         #expect(counts.entries == table.capacity, "full, and no more")
         #expect(counts.banned == banned.count)
@@ -146,14 +148,14 @@ struct RateLimitTableTests {
     /// A window full of bans: the next client is tracked under its /48, and
     /// when that has no room either it is let through, counted, never refused.
     @Test func aWindowFullOfBansKeepsItsBans() throws {
-        let table = RateLimitTable(capacity: RateLimitTable.window)   // one window: every key shares it
+        let table = RateLimitTable(capacity: RateLimitTable.defaultWindow)   // one window: every key shares it
         let limit = try RateLimit(parsing: "1/1h"), bans = BanPolicy(banTime: 3_600_000)
-        let attackers = (0..<RateLimitTable.window).map { Self.key("2001:db8:aaaa:\($0)::1") }
+        let attackers = (0..<RateLimitTable.defaultWindow).map { Self.key("2001:db8:aaaa:\($0)::1") }
         for key in attackers {
             _ = table.check(key, limit: limit, bans: bans, now: 1)
             _ = table.check(key, limit: limit, bans: bans, now: 1)
         }
-        #expect(table.counts(now: 2).banned == RateLimitTable.window)
+        #expect(table.counts(now: 2).banned == RateLimitTable.defaultWindow)
         let newcomer = Self.key("2001:db8:bbbb::1")
         #expect(table.check(newcomer, limit: limit, bans: bans, now: 2) == .admitted)
         #expect(table.check(newcomer, limit: limit, bans: bans, now: 2) == .admitted)
@@ -164,6 +166,28 @@ struct RateLimitTableTests {
         #expect(table.check(newcomer, limit: limit, bans: bans, now: 3_600_002) == .admitted)
         #expect(table.check(newcomer, limit: limit, bans: bans, now: 3_600_002) == .bannedNow(3_600_000))
         #expect(table.counts(now: 3_600_002).untracked == 2)
+    }
+
+    /// Windows of one slot: a /64 whose slot is banned is counted under its
+    /// /48, and every other such /64 of that /48 shares that one bucket.
+    @Test func aFullWindowSendsAClientToItsWiderPrefix() throws {
+        let table = RateLimitTable(capacity: 64, window: 1)
+        let limit = try RateLimit(parsing: "1/1h"), bans = BanPolicy(banTime: 3_600_000)
+        let site = Self.key("2001:db8:5::1", prefix: 48)
+        let slash64s = (0..<5000).map { Self.key("2001:db8:5:\(String($0, radix: 16))::1") }
+        let banned = try #require(slash64s.first { table.home(of: $0) != table.home(of: site) })
+        #expect(table.wider(banned) == site)
+        _ = table.check(banned, limit: limit, bans: bans, now: 1)
+        #expect(table.check(banned, limit: limit, bans: bans, now: 1) == .bannedNow(3_600_000))
+        // Two more /64s whose only slot is the banned one: both go to the /48.
+        let crowded = slash64s.filter { $0 != banned && table.home(of: $0) == table.home(of: banned) }.prefix(2)
+        try #require(crowded.count == 2)
+        #expect(table.check(crowded.first!, limit: limit, bans: bans, now: 2) == .admitted)
+        // One bucket for the /48: under 1/1h its first refusal bans the /48.
+        #expect(table.check(crowded.last!, limit: limit, bans: bans, now: 2) == .bannedNow(3_600_000))
+        #expect(table.check(crowded.first!, limit: limit, bans: bans, now: 3) == .banned(3_599_999))
+        #expect(table.isBanned(banned, now: 2), "the ban stays")
+        #expect(table.counts(now: 2).untracked == 0)
     }
 
     @Test func exemptClientsAreNeitherLimitedNorCounted() throws {

@@ -58,19 +58,22 @@ final class RateLimitTable {
         var banLevel: UInt8 = 0
     }
 
-    /// 65,536 slots of about 80 bytes: 5 MiB, allocated when the limit is first on.
+    /// 65,536 slots of 64 bytes: 4 MiB, allocated when the limit is first on.
     static let defaultCapacity = 1 << 16
     /// Slots scanned per check.
-    static let window = 16
+    static let defaultWindow = 16
 
     let capacity: Int
+    let window: Int
     private var slots: [Slot]
     private let seed: UInt64
     private var counts = Counts()
 
-    /// `capacity` is rounded up to a power of two, at least `window`.
-    init(capacity: Int = RateLimitTable.defaultCapacity) {
-        var size = Self.window
+    /// `capacity` is rounded up to a power of two, at least `window`. Tests
+    /// use small ones.
+    init(capacity: Int = RateLimitTable.defaultCapacity, window: Int = RateLimitTable.defaultWindow) {
+        self.window = max(window, 1)
+        var size = self.window
         while size < capacity { size <<= 1 }
         self.capacity = size
         let empty = Slot(key: nil, bucket: TokenBucket())
@@ -79,8 +82,9 @@ final class RateLimitTable {
         counts.capacity = size
     }
 
-    /// Slots the storage holds; the cap test checks it never changes.
+    /// Slots the storage holds, and their bytes; the cap test checks they never change.
     var allocatedSlots: Int { slots.capacity }
+    var allocatedBytes: Int { slots.capacity * MemoryLayout<Slot>.stride }
 
     /// Counts a connection from `key` against `limit`, banning by `bans`.
     func check(_ key: ClientKey, limit: RateLimit, bans: BanPolicy, now: UInt64) -> Verdict {
@@ -95,7 +99,7 @@ final class RateLimitTable {
     /// Whether `key` is banned at `now` (for tests and status).
     func isBanned(_ key: ClientKey, now: UInt64) -> Bool {
         let start = home(of: key)
-        for step in 0..<Self.window {
+        for step in 0..<window {
             let slot = slots[(start + step) & (capacity - 1)]
             if slot.key == key { return slot.bannedUntil > now }
         }
@@ -111,7 +115,8 @@ final class RateLimitTable {
 
     // MARK: slots
 
-    private func home(of key: ClientKey) -> Int {
+    /// The first slot of `key`'s window (internal for the tests).
+    func home(of key: ClientKey) -> Int {
         var hasher = Hasher()
         hasher.combine(seed)
         hasher.combine(key)
@@ -126,7 +131,7 @@ final class RateLimitTable {
         // recently seen unbanned one (seen + 1). Banned slots have no rank.
         var victim: Int?
         var victimRank = UInt64.max
-        for step in 0..<Self.window {
+        for step in 0..<window {
             let index = (start + step) & (capacity - 1)
             let slot = slots[index]
             if slot.key == key { return index }
@@ -141,7 +146,7 @@ final class RateLimitTable {
     }
 
     /// The prefix a client is tracked under when its own window is full of bans.
-    private func wider(_ key: ClientKey) -> ClientKey? {
+    func wider(_ key: ClientKey) -> ClientKey? {
         if key.isIPv4 {
             return ClientKey(aggregate: key.value & 0xFFFF_FF00, length: 24, isIPv4: true)
         }
