@@ -200,7 +200,7 @@ struct Serve: ParsableCommand {
             } else {
                 try server.listen(plan)
             }
-            try server.dropPrivileges(privilegePlan)
+            try server.dropPrivileges(inherited == nil ? privilegePlan : privilegePlan.forInheritedSockets)
             server.measureDescriptors()
             if watchConfig, let path = options.config { try server.watchConfig(at: path) }
             try server.start()

@@ -39,6 +39,16 @@ struct PrivilegePlanTests {
         #expect(keep == keeps)
     }
 
+    @Test(.enabled(if: nobody != nil, "needs the user nobody"))
+    func socketsFromTheServiceManagerNeedNoCapability() throws {
+        let plan = try PrivilegePlan(Self.settings(["user": "nobody", "direct-access-port": "80"]), effectiveUID: 0)
+        guard case .drop(_, _, true) = plan, case .drop(_, _, false) = plan.forInheritedSockets else {
+            Issue.record("\(plan) / \(plan.forInheritedSockets)")
+            return
+        }
+        #expect(PrivilegePlan.stayRoot.forInheritedSockets == .stayRoot)
+    }
+
     @Test func rootWithoutAUserWarnsThatItServesAsRoot() throws {
         let plan = try PrivilegePlan(Settings(), effectiveUID: 0)
         #expect(plan == .stayRoot)

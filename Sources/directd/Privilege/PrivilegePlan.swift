@@ -55,6 +55,13 @@ enum PrivilegePlan: Equatable, Sendable {
         (1..<1024).contains(settings.port)
     }
 
+    /// The same plan for sockets the service manager handed over: directd
+    /// never binds those again (a reload cannot move them), so no capability.
+    var forInheritedSockets: PrivilegePlan {
+        guard case .drop(let user, let group, _) = self else { return self }
+        return .drop(user: user, group: group, keepBindService: false)
+    }
+
     /// The warning `check` and the start give, if any.
     var warning: String? {
         switch self {
