@@ -237,6 +237,7 @@ struct Check: ParsableCommand {
                 StandardOutput.line("waiting for \(waiting.element ?? waiting.value) (bind-dynamic): \(waiting.summary)")
             }
         }
+        if let rateLimit = RateLimitPolicy(settings) { Log.info(rateLimit.description) }
         if let forward = settings.forward {
             Log.info("relay to \(forward)")
             Log.info(settings.relayMode.explanation)

@@ -54,6 +54,13 @@ final class Server: SessionHost, ReloadTarget {
         gate.accept = { [unowned self] listener in self.accept(on: listener) }
         relay.pipes.hasRoom = { [unowned gate] count in gate.hasRoom(for: count) }
         relay.pipes.descriptorsChanged = { [unowned gate] delta in gate.sessionDescriptorsChanged(by: delta) }
+        allocateRateTableIfOn(settings)
+    }
+
+    /// The table's storage is allocated when the limit is first on (at the
+    /// start or a reload), never while accepting.
+    private func allocateRateTableIfOn(_ settings: Settings) {
+        if settings.rateLimit != nil { _ = rateTable() }
     }
 
     /// Bytes a splice pipe holds (`F_SETPIPE_SZ`). Measured with iperf3, one
@@ -198,6 +205,7 @@ final class Server: SessionHost, ReloadTarget {
         pool.setMemoryLimit(new.memoryLimit)
         relay.pipes.limit = Self.pipeLimit(memoryLimit: new.memoryLimit)
         lifecycle.setGrace(new.grace)
+        allocateRateTableIfOn(new)
         Log.level = new.logLevel
         if new.connectTimeout != old.connectTimeout || new.idleTimeout != old.idleTimeout {
             lifecycle.setTickInterval(Lifecycle.tickInterval(connectTimeout: new.connectTimeout,

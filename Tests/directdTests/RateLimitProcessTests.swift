@@ -29,6 +29,9 @@ struct RateLimitProcessTests {
         #expect(results.prefix(3).allSatisfy { $0 }, "a new client has its whole allowance: \(results)")
         #expect(results.filter { $0 }.count <= 3 + refilled, "at most the limit served: \(results)")
         #expect(results.contains(false), "the rest refused: \(results)")
+        let check = try runDirectd(["check", "--bind-interface", "127.0.0.1", "--rate-limit", "3/2s", "--rate-limit-exempt", "127.0.0.10"])
+        #expect(check.stderr.contains("rate-limit 3/2s per client (IPv4 per address, IPv6 per /64), no bans; exempt: 127.0.0.10/32"),
+                "\(check.stderr)")
         #expect(daemon.waitForLog("rate-limit (3/2s) exceeded by 127.0.0.9"), "\(daemon.logText)")
         #expect(try (0..<3).allSatisfy { _ in try Self.served(from: "127.0.0.2", port: port) },
                 "a second address is unaffected")
@@ -74,6 +77,16 @@ struct RateLimitProcessTests {
         #expect(!(try Self.served(from: "127.0.0.9", port: port)), "the client's empty bucket survived the reload")
         #expect(try (0..<3).allSatisfy { _ in try Self.served(from: "127.0.0.2", port: port) }, "the new limit applies")
         #expect(!(try Self.served(from: "127.0.0.2", port: port)))
+        // Off: nobody is limited; on again: the table is as it was.
+        try write("")
+        kill(daemon.pid, SIGHUP)
+        #expect(daemon.waitForLog("rate-limit: \"3/1h\" → \"\""), "\(daemon.logText)")
+        #expect(try (0..<4).allSatisfy { _ in try Self.served(from: "127.0.0.9", port: port) })
+        try write("3/1h")
+        kill(daemon.pid, SIGHUP)
+        #expect(daemon.waitForLog("rate-limit: \"\" → \"3/1h\""), "\(daemon.logText)")
+        #expect(!(try Self.served(from: "127.0.0.9", port: port)), "the bucket emptied before is still empty")
+        #expect(try Self.served(from: "127.0.0.3", port: port))
     }
 
     @Test(arguments: [["--rate-limit", "10"], ["--rate-limit", "0/1m"], ["--rate-limit", "5/1d"],
