@@ -89,6 +89,14 @@ struct RateLimitProcessTests {
         #expect(try Self.served(from: "127.0.0.3", port: port))
     }
 
+    @Test func bansWithoutALimitAreWarnedAbout() throws {
+        let result = try runDirectd(["check", "--bind-interface", "127.0.0.1", "--ban-time", "10m", "--rate-limit-exempt", "127.0.0.10"])
+        #expect(result.status == 0)
+        #expect(result.stderr.contains("warning: ban-time, rate-limit-exempt without rate-limit: no effect"), "\(result.stderr)")
+        let limited = try runDirectd(["check", "--bind-interface", "127.0.0.1", "--ban-time", "10m", "--rate-limit", "1/1s"])
+        #expect(!limited.stderr.contains("without rate-limit"))
+    }
+
     @Test(arguments: [["--rate-limit", "10"], ["--rate-limit", "0/1m"], ["--rate-limit", "5/1d"],
                       ["--ban-time", "10d"], ["--ban-time", "-1"], ["--rate-limit-ipv6-prefix", "129"],
                       ["--rate-limit-ipv6-prefix", "16"], ["--rate-limit-exempt", "127.0.0.1/8"]])

@@ -80,6 +80,11 @@ extension Settings {
         if given.contains(OptionTable.whitelist.key!), settings.allowList == nil {
             settings.notes.append("whitelist is empty: every client is allowed (as in RustDesk)")
         }
+        if settings.rateLimit == nil {
+            let idle = [OptionTable.banTime.key!, OptionTable.rateLimitExempt.key!, OptionTable.rateLimitIPv6Prefix.key!]
+                .filter(given.contains)
+            if !idle.isEmpty { settings.warnings.append("\(idle.joined(separator: ", ")) without rate-limit: no effect") }
+        }
         return settings
     }
 
