@@ -23,12 +23,14 @@ let package = Package(
         ),
         // The C API's header, implemented by UVBind with @c @implementation.
         .systemLibrary(name: "CUVBind", path: "Modules/UVBind"),
+        // prctl(2) and capset(2) for dropping root (header-only: glibc's are variadic).
+        .systemLibrary(name: "CPrivilege", path: "Modules/CPrivilege"),
         // The bind core. Depends on libuv and the standard library only: C hosts link it.
         .target(name: "UVBind", dependencies: ["CUV", "CUVBind"]),
         .executableTarget(
             name: "directd",
             dependencies: [
-                "UVBind", "CUV",
+                "UVBind", "CUV", "CPrivilege",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -62,6 +62,12 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: OptionTable.all[flag: "log-level"], completion: .list(LogLevel.allCases.map { "\($0)" }))
     var logLevel: String?
     @Option(help: OptionTable.all[flag: "backlog"]) var backlog: String?
+    @Option(help: OptionTable.all[flag: "rate-limit"]) var rateLimit: String?
+    @Option(help: OptionTable.all[flag: "ban-time"]) var banTime: String?
+    @Option(help: OptionTable.all[flag: "rate-limit-ipv6-prefix"]) var rateLimitIpv6Prefix: String?
+    @Option(help: OptionTable.all[flag: "rate-limit-exempt"]) var rateLimitExempt: String?
+    @Option(help: OptionTable.all[flag: "user"]) var user: String?
+    @Option(help: OptionTable.all[flag: "group"]) var group: String?
 
     /// The flags given, by flag name, read off the `@Option` properties above.
     var flags: [String: String] {
@@ -117,6 +123,19 @@ struct ConfigOptions: ParsableArguments {
         }
     }
 
+    /// What `user` and `group` mean for this process (warned about when it
+    /// will serve as root, or when `user` cannot apply); an unknown user or
+    /// group is a configuration error.
+    func privilegePlan(_ settings: Settings) throws -> PrivilegePlan {
+        do {
+            let plan = try PrivilegePlan(settings)
+            plan.warning.map { Log.warning($0) }
+            return plan
+        } catch {
+            throw ExitStatus.report(error)
+        }
+    }
+
     /// The sockets the service manager handed over, checked against the bind
     /// value (exactly its listeners, never wider); nil when not socket-activated.
     ///
@@ -163,6 +182,7 @@ struct Serve: ParsableCommand {
         // Held until the lifecycle's watchers exist (it releases them).
         ProcessSetup.holdSignals()
         let (settings, plan) = try options.plan()
+        let privilegePlan = try options.privilegePlan(settings)
         let (inherited, store) = try options.inheritedSockets(settings, plan: plan)
 
         let server = Server(loop: uv_default_loop(), settings: settings)
@@ -180,6 +200,7 @@ struct Serve: ParsableCommand {
             } else {
                 try server.listen(plan)
             }
+            try server.dropPrivileges(inherited == nil ? privilegePlan : privilegePlan.forInheritedSockets)
             server.measureDescriptors()
             if watchConfig, let path = options.config { try server.watchConfig(at: path) }
             try server.start()
@@ -204,6 +225,7 @@ struct Check: ParsableCommand {
 
     func run() throws {
         let (settings, plan) = try options.plan()
+        if let summary = try options.privilegePlan(settings).summary { Log.info(summary) }
         plan.notes.forEach { $0.severity == .warning ? Log.warning($0.text) : Log.info($0.text) }
         if let inherited = try options.inheritedSockets(settings, plan: plan).sockets {
             SocketActivation.describe(inherited).forEach(StandardOutput.line)
@@ -215,6 +237,7 @@ struct Check: ParsableCommand {
                 StandardOutput.line("waiting for \(waiting.element ?? waiting.value) (bind-dynamic): \(waiting.summary)")
             }
         }
+        if let rateLimit = RateLimitPolicy(settings) { Log.info(rateLimit.description) }
         if let forward = settings.forward {
             Log.info("relay to \(forward)")
             Log.info(settings.relayMode.explanation)

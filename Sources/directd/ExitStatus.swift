@@ -60,3 +60,8 @@ extension ConfigWatcher.WatchError: ExitCoded {
     /// The config file's directory cannot be watched (--watch-config): configuration.
     var exitStatus: ExitStatus { .config }
 }
+
+extension PrivilegeDrop.Failure: ExitCoded {
+    /// Root could not be dropped as configured: internal, and never served.
+    var exitStatus: ExitStatus { .software }
+}

@@ -21,6 +21,10 @@ final class Server: SessionHost, ReloadTarget {
     /// The listeners in the manager's fdstore; set by the command before listening.
     var descriptorStore: FileDescriptorStore?
     private lazy var reloader = Reloader(target: self)
+    /// The clients the rate limit tracks: allocated when it is first on, then
+    /// kept, whatever reloads do to the options.
+    private lazy var rates = RateLimitTable()
+    private var ratesAllocated = false
     /// Sessions waiting for relay memory, for a rate-limited warning.
     private var memoryWarningAt: UInt64 = 0
     /// The tick's expiries, cut only if they still hold after the next poll.
@@ -41,7 +45,8 @@ final class Server: SessionHost, ReloadTarget {
             openConnections: { [unowned self] in self.table.count },
             cutConnections: { [unowned self] reason in self.cutConnections(reason) },
             summary: { [unowned self] in
-                Log.line(self.table.summary + (self.source?.problem.map { "; \($0)" } ?? ""))
+                Log.line(self.table.summary + (self.rateLimitCounts.map { "; \($0)" } ?? "")
+                         + (self.source?.problem.map { "; \($0)" } ?? ""))
             },
             reload: { [unowned self] in self.reloader.request(cause: "SIGHUP") },
             tick: { [unowned self] now in self.tick(now) }))
@@ -49,6 +54,13 @@ final class Server: SessionHost, ReloadTarget {
         gate.accept = { [unowned self] listener in self.accept(on: listener) }
         relay.pipes.hasRoom = { [unowned gate] count in gate.hasRoom(for: count) }
         relay.pipes.descriptorsChanged = { [unowned gate] delta in gate.sessionDescriptorsChanged(by: delta) }
+        allocateRateTableIfOn(settings)
+    }
+
+    /// The table's storage is allocated when the limit is first on (at the
+    /// start or a reload), never while accepting.
+    private func allocateRateTableIfOn(_ settings: Settings) {
+        if settings.rateLimit != nil { _ = rateTable() }
     }
 
     /// Bytes a splice pipe holds (`F_SETPIPE_SZ`). Measured with iperf3, one
@@ -116,6 +128,16 @@ final class Server: SessionHost, ReloadTarget {
         }
     }
 
+    /// What it runs with after the start; reloads check against it.
+    private(set) var privileges = Privileges.asStarted
+
+    /// Drops root as `plan` says, once the listeners are open, and logs the
+    /// identity and capabilities it ends with.
+    func dropPrivileges(_ plan: PrivilegePlan) throws(PrivilegeDrop.Failure) {
+        privileges = try PrivilegeDrop.perform(plan)
+        if privileges.droppedTo != nil { Log.line("dropped root: \(Privileges.describeCurrent())") }
+    }
+
     /// Where it listens now, with the kernel's ports.
     var listeningAddresses: [SocketAddress] { source?.listeners.map(\.address) ?? [] }
 
@@ -146,6 +168,7 @@ final class Server: SessionHost, ReloadTarget {
         if let allowList = settings.allowList {
             Log.info(allowList.startupNote ?? "allowing clients from \(allowList.summary()) only")
         }
+        if let rateLimit = RateLimitPolicy(settings) { Log.info(rateLimit.description) }
         let notifier = ServiceNotifier(loop: loop)
         notifier.statusSource = { [unowned self] in
             (self.source?.problem.map { "\($0); " } ?? "")
@@ -182,6 +205,7 @@ final class Server: SessionHost, ReloadTarget {
         pool.setMemoryLimit(new.memoryLimit)
         relay.pipes.limit = Self.pipeLimit(memoryLimit: new.memoryLimit)
         lifecycle.setGrace(new.grace)
+        allocateRateTableIfOn(new)
         Log.level = new.logLevel
         if new.connectTimeout != old.connectTimeout || new.idleTimeout != old.idleTimeout {
             lifecycle.setTickInterval(Lifecycle.tickInterval(connectTimeout: new.connectTimeout,
@@ -211,7 +235,8 @@ final class Server: SessionHost, ReloadTarget {
         }
         session.readPeer()
         let peer = session.peer.map(\.description) ?? "unknown peer"
-        if let refusal = Admission.refusal(of: session.peer, by: Admission.Policy(settings), table: table) {
+        if let refusal = Admission.refusal(of: session.peer, by: Admission.Policy(settings), table: table,
+                                           rates: self.rateTable(), now: uv_now(loop)) {
             Admission.log(refusal, peer: peer, listener: listener.address)
             return session.close(reason: nil)
         }
@@ -224,6 +249,17 @@ final class Server: SessionHost, ReloadTarget {
         } else {
             session.startEcho()
         }
+    }
+
+    private func rateTable() -> RateLimitTable {
+        ratesAllocated = true
+        return rates
+    }
+
+    /// The rate-limit table's counts (read-only, for status and metrics); nil
+    /// while the rate limit has never been on.
+    var rateLimitCounts: RateLimitTable.Counts? {
+        ratesAllocated ? rates.counts(now: uv_now(loop)) : nil
     }
 
     // MARK: SessionHost

@@ -40,7 +40,10 @@ It proves, against the real sockets:
     wildcard or foreign listener on the port;
 13. bind-to-device: the matrix again, with the cross-link cells closed and the
     rest unchanged; the host's own connection to a LAN address; the values that
-    name no interface (empty, 0.0.0.0, ::) exit 78.
+    name no interface (empty, 0.0.0.0, ::) exit 78;
+14. rate-limit over IPv6: many sources inside one 2001:db8:1::/64 share one
+    bucket, the client in 2001:db8:2::/64 has its own, and with
+    rate-limit-ipv6-prefix 128 every address has its own.
 
 Needs root. Namespaces are named per run (uvb<pid>-...), removed on exit even
 after a failure or a signal, and stale ones from killed runs are swept first.
@@ -295,6 +298,66 @@ class Directd:
 def run_directd(directd, args, ns=SERVER, prefix=(), timeout=20):
     return subprocess.run(["ip", "netns", "exec", ns, *prefix, directd, *args],
                           capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------- 14. rate limits per IPv6 prefix
+
+# One echo round trip per source address, in order: true if served, false if
+# closed at accept (directd's refusal).
+ECHO_FROM = r"""
+import json, socket, sys
+port, host = int(sys.argv[1]), sys.argv[2]
+def served(source):
+    try:
+        conn = socket.create_connection((host, port), timeout=2, source_address=(source, 0))
+    except OSError:
+        return False
+    with conn:
+        try:
+            conn.sendall(b"x")
+            return conn.recv(1) == b"x"
+        except OSError:
+            return False
+print(json.dumps([served(source) for source in sys.argv[3:]]))
+"""
+
+
+def echo_from(client, host, sources, port=PORT):
+    return json.loads(in_ns(client, sys.executable, "-c", ECHO_FROM, str(port), host, *sources).stdout)
+
+
+def test_rate_limit_ipv6(directd):
+    lan_sources = [f"2001:db8:1::{n:x}" for n in range(0xa1, 0xa7)]   # six addresses, one /64
+    for source in lan_sources:
+        in_ns(LAN, "ip", "-6", "addr", "add", f"{source}/64", "dev", "eth0", "nodad")
+    try:
+        for prefix, served_in_lan in (("64", 3), ("128", 18)):
+            daemon = Directd(directd, ["--bind-interface", "2001:db8:1::1,2001:db8:2::1", "--port", str(PORT),
+                                       "--rate-limit", "3/1h", "--rate-limit-ipv6-prefix", prefix])
+            try:
+                if not check(daemon.wait_serving(), f"rate-limit /{prefix}: directd serves", daemon.text()):
+                    continue
+                # Four rounds from each source: under /64 they share one bucket of 3.
+                results = echo_from(LAN, "2001:db8:1::1", lan_sources * 4)
+                check(sum(results) == served_in_lan,
+                      f"rate-limit /{prefix}: {served_in_lan} of 24 served from six sources in one /64", str(results))
+                if prefix == "64":
+                    check(results[:3] == [True] * 3 and not any(results[3:]),
+                          "/64: the first three served, every later one refused, whichever source", str(results))
+                    check(daemon.wait_for("exceeded by 2001:db8:1::/64") is not None,
+                          "/64: the refusal names the prefix", daemon.text())
+                else:
+                    per_source = [sum(results[i::len(lan_sources)]) for i in range(len(lan_sources))]
+                    check(per_source == [3] * len(lan_sources), "/128: each address its own bucket of 3",
+                          str(results))
+                other = echo_from(VPN, "2001:db8:2::1", ["2001:db8:2::2"] * 4)
+                check(other == [True, True, True, False], f"rate-limit /{prefix}: another /64 has its own bucket",
+                      str(other))
+            finally:
+                daemon.stop()
+    finally:
+        for source in lan_sources:
+            in_ns(LAN, "ip", "-6", "addr", "del", f"{source}/64", "dev", "eth0", check=False)
 
 
 # ---------------------------------------------------------------- 1. the matrix
@@ -1235,7 +1298,7 @@ def main():
     fail_closed = lambda d: test_fail_closed(d, strace)  # noqa: E731
     fail_closed.__name__ = "test_fail_closed"
     tests = [test_matrix, test_no_ipv4_through_ipv6, test_port_in_use, test_permission,
-             fail_closed, test_ipv6_disabled, test_bind_to_device, test_following]
+             fail_closed, test_ipv6_disabled, test_bind_to_device, test_following, test_rate_limit_ipv6]
     if args.only:
         tests = [test for test in tests if test.__name__ in args.only]
     for test in tests:

@@ -10,16 +10,21 @@ enum Admission {
         var maxConnections: Int
         /// 0: no limit per client address.
         var maxConnectionsPerClient: Int
+        /// New connections per client per period; nil is off.
+        var rateLimit: RateLimitPolicy?
 
-        init(allowList: AllowList?, maxConnections: Int, maxConnectionsPerClient: Int) {
+        init(allowList: AllowList?, maxConnections: Int, maxConnectionsPerClient: Int,
+             rateLimit: RateLimitPolicy? = nil) {
             self.allowList = allowList
             self.maxConnections = maxConnections
             self.maxConnectionsPerClient = maxConnectionsPerClient
+            self.rateLimit = rateLimit
         }
 
         init(_ settings: Settings) {
             self.init(allowList: settings.allowList, maxConnections: settings.maxConnections,
-                      maxConnectionsPerClient: settings.maxConnectionsPerClient)
+                      maxConnectionsPerClient: settings.maxConnectionsPerClient,
+                      rateLimit: RateLimitPolicy(settings))
         }
     }
 
@@ -29,9 +34,18 @@ enum Admission {
         case maxConnections(Int)
         case maxConnectionsPerClient(Int)
         case unknownPeer
+        /// Past the rate limit; `bannedFor` milliseconds when this one started a ban.
+        case rateLimited(RateLimit, client: ClientKey, bannedFor: UInt64?)
+        /// Banned for this many more milliseconds.
+        case banned(client: ClientKey, remaining: UInt64)
 
         var description: String {
             switch self {
+            case .rateLimited(let limit, let client, nil): "rate-limit (\(limit)) exceeded by \(client)"
+            case .rateLimited(let limit, let client, let ban?):
+                "rate-limit (\(limit)) exceeded again by \(client): banned for \(DurationText.show(ban))"
+            case .banned(let client, let remaining):
+                "\(client) is banned (rate-limit) for \(DurationText.show((remaining + 999) / 1000 * 1000)) more"
             case .notAllowed: "not in the whitelist"
             case .maxConnections(let limit): "max-connections (\(limit)) reached"
             case .maxConnectionsPerClient(let limit): "max-connections-per-client (\(limit)) reached"
@@ -40,11 +54,23 @@ enum Admission {
         }
     }
 
-    /// nil to admit `peer`, or why not.
-    static func refusal(of peer: SocketAddress?, by policy: Policy, table: SessionTable) -> Refusal? {
+    /// nil to admit `peer`, or why not. A rate limit counts every connection
+    /// the allow-list lets through (in `rates`, at `now`), even one then
+    /// refused for another limit, as haproxy's conn_rate does.
+    static func refusal(of peer: SocketAddress?, by policy: Policy, table: SessionTable,
+                        rates: @autoclosure () -> RateLimitTable? = nil, now: UInt64 = 0) -> Refusal? {
         if let allowList = policy.allowList {
             guard let peer else { return .unknownPeer }
             if !allowList.allows(peer.ip) { return .notAllowed }
+        }
+        if let rateLimit = policy.rateLimit, let peer, let rates = rates(),
+           let (client, verdict) = rateLimit.verdict(for: peer.ip, in: rates, now: now) {
+            switch verdict {
+            case .admitted: break
+            case .limited: return .rateLimited(rateLimit.limit, client: client, bannedFor: nil)
+            case .bannedNow(let duration): return .rateLimited(rateLimit.limit, client: client, bannedFor: duration)
+            case .banned(let remaining): return .banned(client: client, remaining: remaining)
+            }
         }
         if table.count >= policy.maxConnections { return .maxConnections(policy.maxConnections) }
         if policy.maxConnectionsPerClient > 0, let peer,
@@ -62,6 +88,9 @@ enum Admission {
         case .notAllowed, .unknownPeer: Log.info(line, category: .refusedAllowList)
         case .maxConnections: Log.warning(line, category: .refusedMaxConnections)
         case .maxConnectionsPerClient: Log.warning(line, category: .refusedPerClient)
+        case .rateLimited(_, _, nil): Log.warning(line, category: .refusedRateLimit)
+        case .rateLimited: Log.warning(line, category: .banned)
+        case .banned: Log.info(line, category: .refusedBanned)
         }
     }
 }

@@ -87,7 +87,8 @@ struct AllowList: CustomStringConvertible, Sendable {
         ipv6Ranges = AddressRangeTable(ranges: v6)
     }
 
-    init(parsing text: String) throws(ConfigError) {
+    /// `option` names the option in messages (`whitelist`, `rate-limit-exempt`).
+    init(parsing text: String, option: String = "whitelist") throws(ConfigError) {
         var prefixes: [Prefix] = []
         var allowEveryoneEntry = false
         var position = 0
@@ -102,7 +103,7 @@ struct AllowList: CustomStringConvertible, Sendable {
             do {
                 prefixes.append(try Self.prefix(parsing: entry))
             } catch {
-                throw ConfigError(description: "Invalid whitelist entry \(position) \"\(entry)\": \(error.reason). Expected IPv4 or IPv6 addresses or prefixes, such as 192.0.2.7, 198.51.100.0/24, 2001:db8::/32, separated by commas (0.0.0.0 alone allows every client)")
+                throw ConfigError(description: "Invalid \(option) entry \(position) \"\(entry)\": \(error.reason). Expected IPv4 or IPv6 addresses or prefixes, such as 192.0.2.7, 198.51.100.0/24, 2001:db8::/32, separated by commas (0.0.0.0 alone allows every client)")
             }
         }
         self.init(prefixes: prefixes,

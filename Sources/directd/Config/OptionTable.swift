@@ -152,12 +152,45 @@ enum OptionTable {
         valueName: "Y|N", help: "RustDesk's direct access switch; a RustDesk2.toml must set it to Y.",
         reloadable: false)
 
+    // Guarding the service behind: per-client rate limits and bans.
+    static let rateLimit = OptionSpec(
+        key: "rate-limit", flag: "rate-limit", property: \.rateLimit, value: .rateLimit, defaultValue: nil,
+        valueName: "N/duration",
+        help: "New connections per client per period, as a token bucket (10/1m, 5/10s; units s, m, h); past it refused at once. Empty: off.",
+        reloadable: true)
+    static let banTime = OptionSpec(
+        key: "ban-time", flag: "ban-time", property: \.banTime, value: .duration, defaultValue: 0,
+        valueName: "duration",
+        help: "Ban a client that keeps coming past rate-limit for this long (10m), doubling on each repeat up to 64x; 0: no bans.",
+        reloadable: true)
+    static let rateLimitIPv6Prefix = OptionSpec(
+        key: "rate-limit-ipv6-prefix", flag: "rate-limit-ipv6-prefix", property: \.rateLimitIPv6Prefix,
+        value: .count(minimum: 32, maximum: 128), defaultValue: 64, valueName: "length",
+        help: "IPv6 clients share one rate-limit bucket per prefix of this length (IPv4: per address).", reloadable: true)
+    static let rateLimitExempt = OptionSpec(
+        key: "rate-limit-exempt", flag: "rate-limit-exempt", property: \.rateLimitExempt, value: .allowList,
+        defaultValue: nil, valueName: "list",
+        help: "Clients never rate-limited: comma-separated addresses and prefixes.", reloadable: true)
+    // Dropping root once the listeners are open.
+    static let user = OptionSpec(
+        key: "user", flag: "user", property: \.user, value: .accountName("user"), defaultValue: "",
+        valueName: "name",
+        help: "When started as root, run as this user once the listeners are open (CAP_NET_BIND_SERVICE kept only for a port below 1024). Empty: stay as started.",
+        reloadable: false)
+    static let group = OptionSpec(
+        key: "group", flag: "group", property: \.group, value: .accountName("group"), defaultValue: "",
+        valueName: "name", help: "The group to run as with user; empty: the user's primary group.", reloadable: false)
+    static let guarding: [AnyOptionSpec] = [
+        AnyOptionSpec(rateLimit), AnyOptionSpec(banTime), AnyOptionSpec(rateLimitIPv6Prefix), AnyOptionSpec(rateLimitExempt),
+        AnyOptionSpec(user), AnyOptionSpec(group),
+    ]
+
     static let all: [AnyOptionSpec] = [
         AnyOptionSpec(bindInterface), AnyOptionSpec(bindDynamic), AnyOptionSpec(bindToDevice), AnyOptionSpec(port), AnyOptionSpec(forward), AnyOptionSpec(whitelist),
         AnyOptionSpec(maxConnections), AnyOptionSpec(maxConnectionsPerClient), AnyOptionSpec(idleTimeout),
         AnyOptionSpec(connectTimeout), AnyOptionSpec(writeQueueLimit), AnyOptionSpec(memoryLimit),
         AnyOptionSpec(proxyProtocol), AnyOptionSpec(relayMode), AnyOptionSpec(grace), AnyOptionSpec(logLevel), AnyOptionSpec(backlog), AnyOptionSpec(directServer),
-    ]
+    ] + guarding
 
     /// The options a config file may set, by key.
     static let byKey: [String: AnyOptionSpec] = Dictionary(

@@ -134,12 +134,13 @@ extension OptionValue where Value == Upstream? {
 }
 
 extension OptionValue where Value == AllowList? {
-    /// Addresses and prefixes; empty (or only white space) means every client.
+    /// Addresses and prefixes; empty (or only white space) means every client
+    /// (for `whitelist`) or none (for `rate-limit-exempt`).
     static var allowList: Self {
         Self(expected: "addresses and prefixes separated by commas", acceptsNumbers: false,
-             parse: { _, text throws(ConfigError) in
+             parse: { key, text throws(ConfigError) in
                  let trimmed = text.trimmedOfWhitespace
-                 return trimmed.isEmpty ? nil : try AllowList(parsing: trimmed)
+                 return trimmed.isEmpty ? nil : try AllowList(parsing: trimmed, option: key)
              },
              show: { $0.map { "\($0)" } ?? "" })
     }

@@ -33,6 +33,17 @@ struct Settings: Sendable {
     var bindDynamic: Bool = OptionTable.bindDynamic.defaultValue
     /// Bind each listener to its interface (SO_BINDTODEVICE).
     var bindToDevice: Bool = OptionTable.bindToDevice.defaultValue
+    /// New connections per client per period; nil is off.
+    var rateLimit: RateLimit? = OptionTable.rateLimit.defaultValue
+    /// Milliseconds a client past the limit again and again is banned; 0 is off.
+    var banTime: UInt64 = OptionTable.banTime.defaultValue
+    /// IPv6 clients share a bucket per prefix of this length.
+    var rateLimitIPv6Prefix: Int = OptionTable.rateLimitIPv6Prefix.defaultValue
+    /// Clients never rate-limited; nil is nobody.
+    var rateLimitExempt: AllowList? = OptionTable.rateLimitExempt.defaultValue
+    /// When started as root, the user and group to run as once listening; empty: as started.
+    var user: String = OptionTable.user.defaultValue
+    var group: String = OptionTable.group.defaultValue
     /// The options the file or a flag set (by name), as opposed to defaults.
     var given: Set<String> = []
     /// Things worth telling the operator that do not stop the start (unknown keys, say).
@@ -68,6 +79,11 @@ extension Settings {
         settings.given = given
         if given.contains(OptionTable.whitelist.key!), settings.allowList == nil {
             settings.notes.append("whitelist is empty: every client is allowed (as in RustDesk)")
+        }
+        if settings.rateLimit == nil {
+            let idle = [OptionTable.banTime.key!, OptionTable.rateLimitExempt.key!, OptionTable.rateLimitIPv6Prefix.key!]
+                .filter(given.contains)
+            if !idle.isEmpty { settings.warnings.append("\(idle.joined(separator: ", ")) without rate-limit: no effect") }
         }
         return settings
     }

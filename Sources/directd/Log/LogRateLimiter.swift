@@ -6,6 +6,9 @@ enum LogCategory: CaseIterable, Hashable {
     case refusedAllowList
     case refusedMaxConnections
     case refusedPerClient
+    case refusedRateLimit
+    case refusedBanned
+    case banned
     case acceptFailed
     case upstreamFailed
 
@@ -17,6 +20,9 @@ enum LogCategory: CaseIterable, Hashable {
         case .refusedAllowList: "refused: not in the whitelist"
         case .refusedMaxConnections: "refused: max-connections"
         case .refusedPerClient: "refused: max-connections-per-client"
+        case .refusedRateLimit: "refused: rate-limit"
+        case .refusedBanned: "refused: banned"
+        case .banned: "banned"
         case .acceptFailed: "accept failed"
         case .upstreamFailed: "upstream failed"
         }
@@ -28,8 +34,8 @@ enum LogCategory: CaseIterable, Hashable {
 /// which it held some back. Pure: the caller gives the time (milliseconds on a
 /// monotonic clock), so tests can drive it.
 ///
-/// At the defaults (10 a second), the seven categories can write at most about
-/// 80 lines a second in all, against the tens of thousands a connection flood
+/// At the defaults (10 a second), the ten categories can write at most about
+/// 110 lines a second in all, against the tens of thousands a connection flood
 /// used to produce.
 struct LogRateLimiter {
     let burst: Int

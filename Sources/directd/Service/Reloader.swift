@@ -12,6 +12,8 @@ protocol ReloadTarget: AnyObject {
     /// Where the listeners come from (nil before the first listen).
     var listenerSource: ListenerSource? { get }
     var notifier: ServiceNotifier? { get }
+    /// What root left behind at the start: a reload may need more.
+    var privileges: Privileges { get }
     /// The listeners changed: reserves and status follow.
     func listenersChanged()
     /// Stops as on SIGTERM.
@@ -121,6 +123,10 @@ final class Reloader {
         let source = target.listenerSource
         let new = keepingUnreloadable(fresh, from: current, socketsFromServiceManager: source?.origin == .serviceManager)
         let changes = new.changes(from: current)
+        if let refusal = target.privileges.reloadRefusal(new, from: current) {
+            Log.error(refusal)
+            return Log.warning("reload rejected: still serving as before")
+        }
         if let source, source.origin != .serviceManager {
             do throws(BindError) {
                 try source.reconcile(to: new).forEach { Log.line($0) }
