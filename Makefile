@@ -153,7 +153,7 @@ fuzz_support  := $(wildcard Tests/Fuzz/Support/*.swift)
 # Optimised (libFuzzer needs the speed; -O keeps Swift's overflow and bounds traps),
 # with -enable-testing so that harnesses reach directd's internal types.
 fuzz_swiftc    = $(SWIFTC) -swift-version 6 -O -g -enable-testing -package-name UVBind \
-	-I $(FUZZBUILD)/modules -I Modules/CUV -I Modules/UVBind $$(pkg-config --cflags-only-I libuv) \
+	-I $(FUZZBUILD)/modules $(addprefix -I ,$(wildcard Modules/*)) $$(pkg-config --cflags-only-I libuv) \
 	-module-cache-path $(FUZZBUILD)/module-cache
 fuzz_instrument = -sanitize=fuzzer,address $(FUZZ_CHECKS:%=-D %)
 
