@@ -157,14 +157,7 @@ final class StoreStarted {
         for (index, fd) in high.enumerated() {
             posix_spawn_file_actions_adddup2(&actions, fd, 3 + Int32(index))
         }
-        // Nothing else of the test process (tests run in parallel, their
-        // sockets are not all close-on-exec): a copy would hold a connection open.
-        // glibc 2.34's posix_spawn_file_actions_addclosefrom_np is not in Swift's
-        // Glibc module (a GNU extension): looked up by name; without it, skipped.
-        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-        if let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") {
-            _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3 + Int32(descriptors.count))
-        }
+        closeInheritedDescriptors(&actions, from: 3 + Int32(descriptors.count))
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LISTEN_") }
         environment["NOTIFY_SOCKET"] = notifySocket
         if !descriptors.isEmpty {

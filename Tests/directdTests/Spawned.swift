@@ -54,6 +54,7 @@ final class Spawned {
                 }
             }
         }
+        closeInheritedDescriptors(&actions, from: 3)
         let argv = prefix + [executable] + arguments
         var cArguments = argv.map { strdup($0) } + [nil]
         defer { cArguments.forEach { free($0) } }

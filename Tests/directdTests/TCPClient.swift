@@ -10,7 +10,7 @@ final class TCPClient: Sendable {
     /// Connects to `host:port`, from the address `source` if given.
     init(host: String, port: UInt16, source: String? = nil, connectTimeout: Int = 10) throws {
         let v6 = host.contains(":")
-        fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket: \(errno)") }
         // SO_SNDTIMEO also bounds connect(); the receive timeout bounds every read.
         var timeout = timeval(tv_sec: 10, tv_usec: 0)

@@ -23,7 +23,7 @@ final class TestServer: @unchecked Sendable {
     /// On `address` (127.0.0.1 by default) and `port` (0: the kernel's choice).
     init(address host: String = "127.0.0.1", port wanted: UInt16 = 0, accepting: Bool = true, backlog: Int32 = 64,
          behaviour: @escaping @Sendable (Int32) -> Void = { _ in }) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         inet_pton(AF_INET, host, &address.sin_addr)
@@ -43,6 +43,9 @@ final class TestServer: @unchecked Sendable {
             while !stopped.get() {
                 let client = accept(fd, nil, nil)
                 if client < 0 { if errno == EINTR { continue }; return }
+                // accept4 is not in Swift's Glibc module; spawners close what they
+                // do not pass anyway (closeInheritedDescriptors).
+                _ = fcntl(client, F_SETFD, FD_CLOEXEC)
                 var timeout = timeval(tv_sec: 20, tv_usec: 0)
                 setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
                 setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
