@@ -10,6 +10,8 @@ final class Server: SessionHost, ReloadTarget {
     private(set) var settings: Settings
     let pool: BufferPool
     let table = SessionTable()
+    /// Counters for the metrics endpoint and `directd status`.
+    let metrics = Metrics()
     let gate: AcceptGate
     /// Splicing or copying, per relayed connection; its pipe pool is bounded by
     /// memory-limit like the buffer pool, and its pipes count as descriptors.
@@ -82,6 +84,8 @@ final class Server: SessionHost, ReloadTarget {
         use(try ListenerSource.follow(settings, loop: loop, takeOver: takeOver,
                                       onConnection: connectionPending) { [unowned self] event in
             if event.severity == .warning { Log.warning(event.description) } else { Log.line(event.description) }
+            self.metrics.followEvent()
+            self.registerListeners()
             self.gate.listenersChanged(to: self.source?.listeners.count ?? 0)
             self.descriptorStore?.sync(self.source?.listeners ?? [])
             self.notifier?.statusChanged()
@@ -101,6 +105,8 @@ final class Server: SessionHost, ReloadTarget {
         }
         source.onChange = { [unowned self] in self.listenersChanged() }
         source.notes.forEach { $0.severity == .warning ? Log.warning($0.text) : Log.info($0.text) }
+        // Every listener's series exist, at 0, from the first scrape.
+        registerListeners()
         // A follower logs its own changes, the first ones included.
         guard source.origin != .following else { return }
         for listener in source.listeners {
@@ -211,11 +217,16 @@ final class Server: SessionHost, ReloadTarget {
         }
         session.readPeer()
         let peer = session.peer.map(\.description) ?? "unknown peer"
+        // A lookup per accepted connection, never per read: the session keeps the index.
+        session.listenerIndex = metrics.listenerIndex(for: listener.address)
         if let refusal = Admission.refusal(of: session.peer, by: Admission.Policy(settings), table: table) {
+            metrics.refused(on: session.listenerIndex, refusal.reason)
             Admission.log(refusal, peer: peer, listener: listener.address)
             return session.close(reason: nil)
         }
         table.insert(session)
+        session.metrics = metrics
+        metrics.admitted(on: session.listenerIndex)
         notifier?.statusChanged()
         session.relayStrategy = relay
         Log.info("#\(session.id) opened from \(peer) on \(listener.address)", category: .opened)
@@ -248,6 +259,7 @@ final class Server: SessionHost, ReloadTarget {
         notifier?.statusChanged()
         let (fromClient, toClient) = session.byteCounts
         let seconds = Double(uv_now(loop) - session.opened) / 1000
+        metrics.closed(on: session.listenerIndex, fromClient: fromClient, toClient: toClient, seconds: seconds)
         Log.info("#\(session.id) closed: \(fromClient) bytes from client, \(toClient) bytes to client, \(seconds) s\(reason.map { ", \($0)" } ?? "")", category: .closed)
         if lifecycle.stopping, table.isEmpty { finish() }
     }
@@ -264,6 +276,7 @@ final class Server: SessionHost, ReloadTarget {
     private func expire(_ session: Session, _ expiry: SessionTable.Expiry) {
         switch expiry {
         case .connectTimeout:
+            metrics.upstreamFailed(.timeout)
             self.session(session, upstreamFailed: "upstream \(session.target.map(\.description) ?? "?") did not answer within \(settings.connectTimeout) s")
             session.close(reason: nil, reset: true)   // not an empty reply
         case .idle:
@@ -282,6 +295,7 @@ final class Server: SessionHost, ReloadTarget {
     var listenerSource: ListenerSource? { source }
 
     func listenersChanged() {
+        registerListeners()
         gate.listenersChanged(to: source?.listeners.count ?? 0)
         descriptorStore?.sync(source?.listeners ?? [])
         notifier?.statusChanged()

@@ -77,6 +77,11 @@ enum Log {
         state.flush(timeoutMilliseconds: Int(timeout * 1000))
     }
 
+    /// Lines dropped because standard error was not writable, and lines held
+    /// back by the rate limits, since the start (for the metrics).
+    static var linesDropped: Int { state.sink.droppedTotal }
+    static var linesSuppressed: Int { state.suppressedTotal }
+
     private static func emit(_ text: () -> String, severity: LogSeverity, category: LogCategory? = nil) {
         state.emit(text, severity: severity, category: category)
     }
@@ -97,6 +102,8 @@ final class LogState {
     let style: LogStyle
     private var limiter: LogRateLimiter
     private var summaryTimer: LogSummaryTimer?
+    /// Lines the rate limiter held back, ever.
+    private(set) var suppressedTotal = 0
 
     init(output: LogOutput, style: LogStyle, capacity: Int = LogSink.defaultCapacity,
          limiter: LogRateLimiter = LogRateLimiter()) {
@@ -123,6 +130,7 @@ final class LogState {
             let decision = limiter.admit(category, severity: severity, now: now)
             if let ended = decision.ended { emitLine(ended.description, severity: ended.severity) }
             guard decision.passes else {
+                suppressedTotal += 1
                 armSummaryTimer(now: now)
                 return
             }

@@ -101,6 +101,7 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
             return   // 0: libuv's EAGAIN, nothing read
         }
         bytesMoved += UInt64(nread)
+        session.metrics?.copiedBytes &+= UInt64(nread)
         session.touch()
         forward(chunk: BufferPool.chunk(ofData: buf.base!), count: nread)
     }

@@ -52,6 +52,13 @@ final class Session {
     private(set) var descriptors = 0
     /// Makes a relay's directions (splicing or copying); nil copies.
     var relayStrategy: RelayStrategy?
+    /// The counters its events add to (set by the server at accept; nil in
+    /// tests that drive a session alone), and its listener's index in them.
+    var metrics: Metrics?
+    var listenerIndex = 0
+    /// When the upstream connect began (uv_hrtime, nanoseconds): the loop's
+    /// millisecond clock is too coarse for a loopback connect.
+    private var connectStarted: UInt64 = 0
 
     /// Descriptors a new session may need: the client's socket, and the
     /// upstream's for a relay. The accept gate checks room for this many.
@@ -113,6 +120,7 @@ final class Session {
         upstream = handle
         holdDescriptors(1)
         connecting = true
+        connectStarted = uv_hrtime()
         let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
         HandleStorage.attachUnretained(self, to: request)
         let result = target.address.withSockaddr { address in
@@ -125,6 +133,7 @@ final class Session {
         if let error = UVError.check(result) {
             request.deallocate()
             connecting = false
+            metrics?.upstreamFailed(UpstreamFailure(error))
             host.session(self, upstreamFailed: "cannot connect to \(target): \(error)")
             close(reason: nil, reset: true)
         }
@@ -136,9 +145,11 @@ final class Session {
         guard status == 0, let upstream else {
             // A reset, not a FIN: an EOF after no byte would look like an empty
             // successful reply. The same when the upstream reset before this callback.
+            metrics?.upstreamFailed(UpstreamFailure(UVError(status)))
             host.session(self, upstreamFailed: "upstream \(target.map(\.description) ?? "?") refused: \(UVError(status))")
             return close(reason: nil, reset: true)
         }
+        metrics?.connectTime.observe(Double(uv_hrtime() &- connectStarted) / 1e9)
         uv_tcp_nodelay(client, 1)
         uv_tcp_nodelay(upstream, 1)
         touch()

@@ -1,0 +1,19 @@
+/// What a scrape reads besides the event counters: levels that are simply
+/// looked at (pools, descriptors, the log's totals) and the bytes of the
+/// sessions still open. Taken on the loop, at the scrape.
+struct MetricsSnapshot {
+    var version: String
+    var relayMode: String
+    /// Bytes of open sessions, by listener index (added to the closed ones').
+    var openFromClients: [UInt64] = []
+    var openToClients: [UInt64] = []
+    var buffersInUse = 0
+    var buffersLimit = 0
+    var connectionsWaitingForBuffers = 0
+    var pipesInUse = 0
+    var pipesOpen = 0
+    var descriptorsUsed = 0
+    var descriptorLimit = 0
+    var logLinesDropped = 0
+    var logLinesSuppressed = 0
+}

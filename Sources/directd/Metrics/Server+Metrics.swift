@@ -1,0 +1,36 @@
+import UVBind
+
+extension Server {
+    /// Gives every listener open now its counters, so that their series exist
+    /// (at 0) before the first connection.
+    func registerListeners() {
+        listenerSource?.listeners.forEach { _ = metrics.listenerIndex(for: $0.address) }
+    }
+
+    /// The levels a scrape reads, taken now (on the loop).
+    func metricsSnapshot() -> MetricsSnapshot {
+        var snapshot = MetricsSnapshot(version: uvbindVersion, relayMode: relay.mode.rawValue)
+        snapshot.openFromClients = [UInt64](repeating: 0, count: metrics.listeners.count)
+        snapshot.openToClients = snapshot.openFromClients
+        for session in table.sessions.values where session.listenerIndex < metrics.listeners.count {
+            let (from, to) = session.byteCounts
+            snapshot.openFromClients[session.listenerIndex] &+= from
+            snapshot.openToClients[session.listenerIndex] &+= to
+        }
+        snapshot.buffersInUse = pool.outstanding
+        snapshot.buffersLimit = pool.limit
+        snapshot.connectionsWaitingForBuffers = pool.waitingCount
+        snapshot.pipesInUse = relay.pipes.inUse
+        snapshot.pipesOpen = relay.pipes.open
+        snapshot.descriptorsUsed = gate.descriptorsInUse
+        snapshot.descriptorLimit = gate.descriptorLimit
+        snapshot.logLinesDropped = Log.linesDropped
+        snapshot.logLinesSuppressed = Log.linesSuppressed
+        return snapshot
+    }
+
+    /// The metrics page, as a scrape gets it.
+    func metricsPage() -> String {
+        Exposition.render(metrics, metricsSnapshot())
+    }
+}
