@@ -62,6 +62,7 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: OptionTable.all[flag: "log-level"], completion: .list(LogLevel.allCases.map { "\($0)" }))
     var logLevel: String?
     @Option(help: OptionTable.all[flag: "backlog"]) var backlog: String?
+    @Option(help: OptionTable.all[flag: "metrics-listen"]) var metricsListen: String?
 
     /// The flags given, by flag name, read off the `@Option` properties above.
     var flags: [String: String] {
@@ -180,6 +181,7 @@ struct Serve: ParsableCommand {
             } else {
                 try server.listen(plan)
             }
+            if let endpoint = settings.metricsListen { try server.serveMetrics(at: endpoint) }
             server.measureDescriptors()
             if watchConfig, let path = options.config { try server.watchConfig(at: path) }
             try server.start()

@@ -23,6 +23,8 @@ final class Server: SessionHost, ReloadTarget {
     /// The listeners in the manager's fdstore; set by the command before listening.
     var descriptorStore: FileDescriptorStore?
     private lazy var reloader = Reloader(target: self)
+    /// The metrics and control endpoints, closed when the loop finishes.
+    var endpoints: [RequestServer] = []
     /// Sessions waiting for relay memory, for a rate-limited warning.
     private var memoryWarningAt: UInt64 = 0
     /// The tick's expiries, cut only if they still hold after the next poll.
@@ -328,6 +330,7 @@ final class Server: SessionHost, ReloadTarget {
             Log.line(table.summary)
         }
         lifecycle.finish()
+        endpoints.forEach { $0.close() }
         expiries.close()
         reloader.close()
         gate.close()

@@ -145,6 +145,11 @@ enum OptionTable {
     static let backlog = OptionSpec(
         key: "backlog", flag: "backlog", property: \.backlog, value: .backlog, defaultValue: 511,
         valueName: "n", help: "Listen backlog (the kernel caps it at net.core.somaxconn).", reloadable: false)
+    static let metricsListen = OptionSpec(
+        key: "metrics-listen", flag: "metrics-listen", property: \.metricsListen, value: .metricsEndpoint,
+        defaultValue: nil, valueName: "address:port|unix:path",
+        help: "Serve Prometheus metrics (GET /metrics) on ADDRESS:PORT (one address, held to bind-interface's rules) or unix:/path (mode 0660); empty is off.",
+        reloadable: false)
     /// RustDesk's switch for direct access: only "Y" turns it on. File only: a
     /// RustDesk2.toml must say Y, and any file that says otherwise is refused.
     static let directServer = OptionSpec(
@@ -156,7 +161,7 @@ enum OptionTable {
         AnyOptionSpec(bindInterface), AnyOptionSpec(bindDynamic), AnyOptionSpec(bindToDevice), AnyOptionSpec(port), AnyOptionSpec(forward), AnyOptionSpec(whitelist),
         AnyOptionSpec(maxConnections), AnyOptionSpec(maxConnectionsPerClient), AnyOptionSpec(idleTimeout),
         AnyOptionSpec(connectTimeout), AnyOptionSpec(writeQueueLimit), AnyOptionSpec(memoryLimit),
-        AnyOptionSpec(proxyProtocol), AnyOptionSpec(relayMode), AnyOptionSpec(grace), AnyOptionSpec(logLevel), AnyOptionSpec(backlog), AnyOptionSpec(directServer),
+        AnyOptionSpec(proxyProtocol), AnyOptionSpec(relayMode), AnyOptionSpec(grace), AnyOptionSpec(logLevel), AnyOptionSpec(backlog), AnyOptionSpec(metricsListen), AnyOptionSpec(directServer),
     ]
 
     /// The options a config file may set, by key.

@@ -33,6 +33,8 @@ struct Settings: Sendable {
     var bindDynamic: Bool = OptionTable.bindDynamic.defaultValue
     /// Bind each listener to its interface (SO_BINDTODEVICE).
     var bindToDevice: Bool = OptionTable.bindToDevice.defaultValue
+    /// Where to serve metrics; nil is off.
+    var metricsListen: MetricsEndpoint? = OptionTable.metricsListen.defaultValue
     /// The options the file or a flag set (by name), as opposed to defaults.
     var given: Set<String> = []
     /// Things worth telling the operator that do not stop the start (unknown keys, say).

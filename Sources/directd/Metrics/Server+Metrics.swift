@@ -29,6 +29,17 @@ extension Server {
         return snapshot
     }
 
+    /// Serves `GET /metrics` at `endpoint` (a unix socket with mode 0660).
+    func serveMetrics(at endpoint: MetricsEndpoint) throws(EndpointError) {
+        let server = try RequestServer(loop: loop, endpoint: endpoint.place, mode: 0o660, limits: .init(),
+                                       overflowReply: ScrapeRequest.tooLarge) { [unowned self] head in
+            ScrapeRequest.respond(to: head) { self.metricsPage() }
+        }
+        server.descriptorsChanged = { [unowned gate] delta in gate.sessionDescriptorsChanged(by: delta) }
+        endpoints.append(server)
+        Log.line("serving metrics on \(server.address)")
+    }
+
     /// The metrics page, as a scrape gets it.
     func metricsPage() -> String {
         Exposition.render(metrics, metricsSnapshot())
