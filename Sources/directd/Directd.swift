@@ -17,7 +17,7 @@ struct Directd: ParsableCommand {
             78 configuration invalid (the config file, any option value, the bind value).
             """,
         version: "directd \(uvbindVersion)",
-        subcommands: [Serve.self, Check.self, Interfaces.self],
+        subcommands: [Serve.self, Check.self, Interfaces.self, Status.self],
         defaultSubcommand: Serve.self
     )
 
@@ -63,6 +63,7 @@ struct ConfigOptions: ParsableArguments {
     var logLevel: String?
     @Option(help: OptionTable.all[flag: "backlog"]) var backlog: String?
     @Option(help: OptionTable.all[flag: "metrics-listen"]) var metricsListen: String?
+    @Option(help: OptionTable.all[flag: "control-socket"]) var controlSocket: String?
 
     /// The flags given, by flag name, read off the `@Option` properties above.
     var flags: [String: String] {
@@ -182,6 +183,9 @@ struct Serve: ParsableCommand {
                 try server.listen(plan)
             }
             if let endpoint = settings.metricsListen { try server.serveMetrics(at: endpoint) }
+            if let path = settings.controlSocket.path(environment: ServiceEnvironment.current(["RUNTIME_DIRECTORY"])) {
+                try server.serveControl(at: path)
+            }
             server.measureDescriptors()
             if watchConfig, let path = options.config { try server.watchConfig(at: path) }
             try server.start()

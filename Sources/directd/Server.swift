@@ -25,6 +25,8 @@ final class Server: SessionHost, ReloadTarget {
     private lazy var reloader = Reloader(target: self)
     /// The metrics and control endpoints, closed when the loop finishes.
     var endpoints: [RequestServer] = []
+    /// The last refusals, for `directd status`.
+    var recentRefusals = RecentRefusals()
     /// Sessions waiting for relay memory, for a rate-limited warning.
     private var memoryWarningAt: UInt64 = 0
     /// The tick's expiries, cut only if they still hold after the next poll.
@@ -223,6 +225,7 @@ final class Server: SessionHost, ReloadTarget {
         session.listenerIndex = metrics.listenerIndex(for: listener.address)
         if let refusal = Admission.refusal(of: session.peer, by: Admission.Policy(settings), table: table) {
             metrics.refused(on: session.listenerIndex, refusal.reason)
+            recentRefusals.record(.init(at: uv_now(loop), reason: refusal.reason, client: session.peer, listener: listener.address))
             Admission.log(refusal, peer: peer, listener: listener.address)
             return session.close(reason: nil)
         }

@@ -35,6 +35,8 @@ struct Settings: Sendable {
     var bindToDevice: Bool = OptionTable.bindToDevice.defaultValue
     /// Where to serve metrics; nil is off.
     var metricsListen: MetricsEndpoint? = OptionTable.metricsListen.defaultValue
+    /// The unix socket `directd status` reads.
+    var controlSocket: ControlSocketSetting = OptionTable.controlSocket.defaultValue
     /// The options the file or a flag set (by name), as opposed to defaults.
     var given: Set<String> = []
     /// Things worth telling the operator that do not stop the start (unknown keys, say).

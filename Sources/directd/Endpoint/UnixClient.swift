@@ -9,6 +9,7 @@ enum UnixClient {
     enum Failure: Error {
         /// Nothing listens there (no file, or a socket nobody accepts on).
         case nothingListening(String)
+        case permissionDenied(String)
         case failed(String)
     }
 
@@ -39,6 +40,7 @@ enum UnixClient {
             let error = errno
             Glibc.close(fd)
             if error == ENOENT || error == ECONNREFUSED { throw .nothingListening(String(cString: strerror(error))) }
+            if error == EACCES || error == EPERM { throw .permissionDenied(String(cString: strerror(error))) }
             throw .failed(String(cString: strerror(error)))
         }
         return fd

@@ -31,12 +31,9 @@ extension Server {
 
     /// Serves `GET /metrics` at `endpoint` (a unix socket with mode 0660).
     func serveMetrics(at endpoint: MetricsEndpoint) throws(EndpointError) {
-        let server = try RequestServer(loop: loop, endpoint: endpoint.place, mode: 0o660, limits: .init(),
-                                       overflowReply: ScrapeRequest.tooLarge) { [unowned self] head in
-            ScrapeRequest.respond(to: head) { self.metricsPage() }
+        let server = try openEndpoint(endpoint.place, mode: 0o660, limits: .init(), overflowReply: ScrapeRequest.tooLarge) {
+            [unowned self] head in ScrapeRequest.respond(to: head) { self.metricsPage() }
         }
-        server.descriptorsChanged = { [unowned gate] delta in gate.sessionDescriptorsChanged(by: delta) }
-        endpoints.append(server)
         Log.line("serving metrics on \(server.address)")
     }
 
