@@ -226,7 +226,7 @@ final class Server: SessionHost, ReloadTarget {
         if let refusal = Admission.refusal(of: session.peer, by: Admission.Policy(settings), table: table) {
             metrics.refused(on: session.listenerIndex, refusal.reason)
             recentRefusals.record(.init(at: uv_now(loop), reason: refusal.reason, client: session.peer, listener: listener.address))
-            Admission.log(refusal, peer: peer, listener: listener.address)
+            Admission.log(refusal, peer: session.peer, listener: listener.address)
             return session.close(reason: nil)
         }
         table.insert(session)
@@ -234,7 +234,9 @@ final class Server: SessionHost, ReloadTarget {
         metrics.admitted(on: session.listenerIndex)
         notifier?.statusChanged()
         session.relayStrategy = relay
-        Log.info("#\(session.id) opened from \(peer) on \(listener.address)", category: .opened)
+        Log.audit("#\(session.id) opened from \(peer) on \(listener.address)", severity: .info, category: .opened) {
+            AuditFields.opened(session, listener: listener.address.description, upstream: settings.forward?.description)
+        }
         if let forward = settings.forward {
             session.startRelay(to: forward, proxyProtocol: settings.proxyProtocol)
         } else {
@@ -265,7 +267,11 @@ final class Server: SessionHost, ReloadTarget {
         let (fromClient, toClient) = session.byteCounts
         let seconds = Double(uv_now(loop) - session.opened) / 1000
         metrics.closed(on: session.listenerIndex, fromClient: fromClient, toClient: toClient, seconds: seconds)
-        Log.info("#\(session.id) closed: \(fromClient) bytes from client, \(toClient) bytes to client, \(seconds) s\(reason.map { ", \($0)" } ?? "")", category: .closed)
+        Log.audit("#\(session.id) closed: \(fromClient) bytes from client, \(toClient) bytes to client, \(seconds) s\(reason.map { ", \($0)" } ?? "")",
+                  severity: .info, category: .closed) {
+            AuditFields.closed(session, listener: metrics.listeners[session.listenerIndex].label, fromClient: fromClient,
+                               toClient: toClient, seconds: seconds, reason: reason)
+        }
         if lifecycle.stopping, table.isEmpty { finish() }
     }
 

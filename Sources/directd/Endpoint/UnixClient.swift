@@ -20,24 +20,9 @@ enum UnixClient {
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            Glibc.close(fd)
-            throw .failed("the path is too long for a unix socket")
-        }
-        // sun_path is a fixed C array: copied byte by byte, NUL-terminated by the zeroed struct.
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in bytes.enumerated() { raw[index] = byte }
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
+        let connected = UnixSocketAddress.connect(fd, to: path)
         if connected != 0 {
-            let error = errno
+            let error = connected
             Glibc.close(fd)
             if error == ENOENT || error == ECONNREFUSED { throw .nothingListening(String(cString: strerror(error))) }
             if error == EACCES || error == EPERM { throw .permissionDenied(String(cString: strerror(error))) }

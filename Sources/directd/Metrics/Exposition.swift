@@ -67,6 +67,7 @@ struct Exposition {
         page.single("directd_follow_events_total", .counter, "Listener changes made by bind-dynamic.", Double(metrics.followEvents))
         page.single("directd_log_lines_dropped_total", .counter, "Log lines dropped because standard error was not writable.", Double(snapshot.logLinesDropped))
         page.single("directd_log_lines_suppressed_total", .counter, "Log lines held back by the log's rate limits.", Double(snapshot.logLinesSuppressed))
+        page.single("directd_journal_entries_dropped_total", .counter, "Audit entries the journal's socket did not take (written as plain lines instead).", Double(snapshot.journalEntriesDropped))
         return page.text
     }
 

@@ -16,4 +16,5 @@ struct MetricsSnapshot {
     var descriptorLimit = 0
     var logLinesDropped = 0
     var logLinesSuppressed = 0
+    var journalEntriesDropped = 0
 }

@@ -26,6 +26,7 @@ extension Server {
         snapshot.descriptorLimit = gate.descriptorLimit
         snapshot.logLinesDropped = Log.linesDropped
         snapshot.logLinesSuppressed = Log.linesSuppressed
+        snapshot.journalEntriesDropped = Log.journalEntries.dropped
         return snapshot
     }
 
