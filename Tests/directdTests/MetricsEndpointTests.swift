@@ -95,6 +95,38 @@ struct MetricsEndpointTests {
         let relayed = (samples["directd_relayed_bytes_total{method=\"splice\"}"] ?? 0)
             + (samples["directd_relayed_bytes_total{method=\"copy\"}"] ?? 0)
         #expect(relayed == 6012)   // each byte relayed twice: to the upstream and back
+        #expect(samples["directd_buffers_in_use"] == 0)
+        #expect(samples["directd_buffer_waiting_connections"] == 0)
+        #expect((samples["directd_descriptors_limit"] ?? 0) > (samples["directd_descriptors_used"] ?? 0))
+        #expect((samples["directd_descriptors_used"] ?? 0) > 0)
+        #expect(daemon.stop() == 0)
+    }
+
+    /// A reload that takes effect and one that is rejected are counted, and
+    /// the time of the good one moves.
+    @Test func reloadsAreCounted() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("directd-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = directory.appendingPathComponent("directd.json")
+        try #"{"options": {"bind-interface": "127.0.0.1", "direct-access-port": 0, "max-connections": 5}}"#
+            .write(to: config, atomically: true, encoding: .utf8)
+        let daemon = try Daemon(["--config", config.path, "--metrics-listen", "127.0.0.1:0"])
+        let metrics = try #require(daemon.metricsPort)
+        let start = try #require(metricSamples(try httpGet(metrics).body)["directd_last_reload_success_timestamp_seconds"])
+        usleep(20_000)
+        try #"{"options": {"bind-interface": "127.0.0.1", "direct-access-port": 0, "max-connections": 6}}"#
+            .write(to: config, atomically: true, encoding: .utf8)
+        kill(daemon.pid, SIGHUP)
+        var samples = try scrape(metrics) { $0["directd_reloads_total"] == 1 }
+        #expect(samples["directd_reloads_total"] == 1)
+        #expect((samples["directd_last_reload_success_timestamp_seconds"] ?? 0) > start)
+        try #"{"options": {"bind-interface": "127.0.0.1", "direct-access-port": 0, "max-connections": "x"}}"#
+            .write(to: config, atomically: true, encoding: .utf8)
+        kill(daemon.pid, SIGHUP)
+        samples = try scrape(metrics) { $0["directd_reloads_rejected_total"] == 1 }
+        #expect(samples["directd_reloads_rejected_total"] == 1)
+        #expect(samples["directd_reloads_total"] == 1)
         #expect(daemon.stop() == 0)
     }
 
