@@ -266,7 +266,7 @@ final class Server: SessionHost, ReloadTarget {
         notifier?.statusChanged()
         let (fromClient, toClient) = session.byteCounts
         let seconds = Double(uv_now(loop) - session.opened) / 1000
-        metrics.closed(on: session.listenerIndex, fromClient: fromClient, toClient: toClient, seconds: seconds)
+        metrics.closed(on: session.listenerIndex, seconds: seconds)
         Log.audit("#\(session.id) closed: \(fromClient) bytes from client, \(toClient) bytes to client, \(seconds) s\(reason.map { ", \($0)" } ?? "")",
                   severity: .info, category: .closed) {
             AuditFields.closed(session, listener: metrics.listeners[session.listenerIndex].label, fromClient: fromClient,

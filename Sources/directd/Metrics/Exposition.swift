@@ -31,14 +31,12 @@ struct Exposition {
             }
         }
         page.family("directd_client_received_bytes_total", .counter, "Bytes read from clients, by listener.")
-        for (index, listener) in listeners.enumerated() {
-            page.sample("directd_client_received_bytes_total", [("listener", listener.label)],
-                        Double(listener.bytesFromClients &+ Self.at(index, snapshot.openFromClients)))
+        for listener in listeners {
+            page.sample("directd_client_received_bytes_total", [("listener", listener.label)], Double(listener.bytesFromClients))
         }
         page.family("directd_client_sent_bytes_total", .counter, "Bytes written to clients, by listener.")
-        for (index, listener) in listeners.enumerated() {
-            page.sample("directd_client_sent_bytes_total", [("listener", listener.label)],
-                        Double(listener.bytesToClients &+ Self.at(index, snapshot.openToClients)))
+        for listener in listeners {
+            page.sample("directd_client_sent_bytes_total", [("listener", listener.label)], Double(listener.bytesToClients))
         }
 
         page.family("directd_upstream_connect_failures_total", .counter, "Upstream connects that failed, by cause.")
@@ -69,10 +67,6 @@ struct Exposition {
         page.single("directd_log_lines_suppressed_total", .counter, "Log lines held back by the log's rate limits.", Double(snapshot.logLinesSuppressed))
         page.single("directd_journal_entries_dropped_total", .counter, "Audit entries the journal's socket did not take (written as plain lines instead).", Double(snapshot.journalEntriesDropped))
         return page.text
-    }
-
-    private static func at(_ index: Int, _ values: [UInt64]) -> UInt64 {
-        index < values.count ? values[index] : 0
     }
 
     enum Kind: String { case counter, gauge, histogram }

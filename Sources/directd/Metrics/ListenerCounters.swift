@@ -8,7 +8,7 @@ struct ListenerCounters {
     var open = 0
     /// By `RefusalReason.rawValue`.
     var refused = [UInt64](repeating: 0, count: RefusalReason.allCases.count)
-    /// Bytes of the sessions that have closed; open ones are added at a scrape.
+    /// Bytes read from and to clients, added as they move (open sessions included).
     var bytesFromClients: UInt64 = 0
     var bytesToClients: UInt64 = 0
 

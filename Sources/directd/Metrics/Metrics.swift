@@ -10,9 +10,10 @@ import UVBind
 /// event (pools, descriptors, open sessions' bytes) is read at the scrape
 /// (`MetricsSnapshot`).
 ///
-/// The relay's hot path only adds to `splicedBytes` and `copiedBytes`; a
-/// session finds its listener's counters by the index it was given at accept
-/// (`listenerIndex`), never by a lookup.
+/// The relay's hot path only adds (`moved`): to `splicedBytes` or
+/// `copiedBytes`, and to its listener's client bytes, found by the index the
+/// session was given at accept (`listenerIndex`), never by a lookup. So a
+/// scrape reads a few counters per listener and never walks the sessions.
 final class Metrics {
     private(set) var listeners: [ListenerCounters] = []
     private var indexByLabel: [String: Int] = [:]
@@ -52,12 +53,19 @@ final class Metrics {
         listeners[listener].refused[reason.rawValue] &+= 1
     }
 
-    /// An admitted session ended after `seconds`, having moved these bytes.
-    func closed(on listener: Int, fromClient: UInt64, toClient: UInt64, seconds: Double) {
+    /// An admitted session ended after `seconds`.
+    func closed(on listener: Int, seconds: Double) {
         listeners[listener].open -= 1
-        listeners[listener].bytesFromClients &+= fromClient
-        listeners[listener].bytesToClients &+= toClient
         connectionDuration.observe(seconds)
+    }
+
+    /// The hot path: a relay direction moved `bytes` (an echo's one direction
+    /// is both from and to the client).
+    @inline(__always)
+    func moved(_ bytes: UInt64, spliced: Bool, listener: Int, fromClient: Bool, toClient: Bool) {
+        if spliced { splicedBytes &+= bytes } else { copiedBytes &+= bytes }
+        if fromClient { listeners[listener].bytesFromClients &+= bytes }
+        if toClient { listeners[listener].bytesToClients &+= bytes }
     }
 
     func upstreamFailed(_ cause: UpstreamFailure) {

@@ -1,12 +1,9 @@
 /// What a scrape reads besides the event counters: levels that are simply
-/// looked at (pools, descriptors, the log's totals) and the bytes of the
-/// sessions still open. Taken on the loop, at the scrape.
+/// looked at (pools, descriptors, the log's totals). Taken on the loop, at the
+/// scrape, in constant time (no walk over the sessions).
 struct MetricsSnapshot {
     var version: String
     var relayMode: String
-    /// Bytes of open sessions, by listener index (added to the closed ones').
-    var openFromClients: [UInt64] = []
-    var openToClients: [UInt64] = []
     var buffersInUse = 0
     var buffersLimit = 0
     var connectionsWaitingForBuffers = 0

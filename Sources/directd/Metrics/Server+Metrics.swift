@@ -10,13 +10,6 @@ extension Server {
     /// The levels a scrape reads, taken now (on the loop).
     func metricsSnapshot() -> MetricsSnapshot {
         var snapshot = MetricsSnapshot(version: uvbindVersion, relayMode: relay.mode.rawValue)
-        snapshot.openFromClients = [UInt64](repeating: 0, count: metrics.listeners.count)
-        snapshot.openToClients = snapshot.openFromClients
-        for session in table.sessions.values where session.listenerIndex < metrics.listeners.count {
-            let (from, to) = session.byteCounts
-            snapshot.openFromClients[session.listenerIndex] &+= from
-            snapshot.openToClients[session.listenerIndex] &+= to
-        }
         snapshot.buffersInUse = pool.outstanding
         snapshot.buffersLimit = pool.limit
         snapshot.connectionsWaitingForBuffers = pool.waitingCount

@@ -101,7 +101,7 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
             return   // 0: libuv's EAGAIN, nothing read
         }
         bytesMoved += UInt64(nread)
-        session.metrics?.copiedBytes &+= UInt64(nread)
+        session.countMoved(UInt64(nread), from: source, to: sink, spliced: false)
         session.touch()
         forward(chunk: BufferPool.chunk(ofData: buf.base!), count: nread)
     }

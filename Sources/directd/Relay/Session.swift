@@ -95,6 +95,15 @@ final class Session {
     @inline(__always)
     func touch() { lastActivity = uv_now(loop) }
 
+    /// A direction moved `bytes` from `source` to `sink`: the metrics' totals and
+    /// this listener's client bytes, by index (no lookup on the hot path).
+    @inline(__always)
+    func countMoved(_ bytes: UInt64, from source: UnsafeMutablePointer<uv_stream_t>,
+                    to sink: UnsafeMutablePointer<uv_stream_t>, spliced: Bool) {
+        metrics?.moved(bytes, spliced: spliced, listener: listenerIndex,
+                       fromClient: source == clientStream, toClient: sink == clientStream)
+    }
+
     private func holdDescriptors(_ delta: Int) {
         descriptors += delta
         host.session(self, changedDescriptorsBy: delta)

@@ -180,7 +180,7 @@ final class SpliceDirection: RelayDirection {
                 inPipe = read
                 lastReadWasSmall = read < Self.smallRead
                 bytesMoved += UInt64(read)
-                session.metrics?.splicedBytes &+= UInt64(read)
+                session.countMoved(UInt64(read), from: source, to: sink, spliced: true)
                 splicedOnce = true
                 session.touch()
             } else if read == 0 {
@@ -228,7 +228,7 @@ final class SpliceDirection: RelayDirection {
             return false
         }
         bytesMoved += UInt64(got)
-        session.metrics?.copiedBytes &+= UInt64(got)
+        session.countMoved(UInt64(got), from: source, to: sink, spliced: false)
         session.touch()
         lastReadWasSmall = got < Self.scratchSize
         var sent = send(sinkDescriptor, Self.scratch, got, Int32(MSG_NOSIGNAL))
