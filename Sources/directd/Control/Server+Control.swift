@@ -37,7 +37,7 @@ extension Server {
         }
         return StatusReport(
             version: uvbindVersion, processID: getpid(),
-            uptimeSeconds: max(Metrics.wallClock() - metrics.startTime, 0),
+            uptimeSeconds: Double(MonotonicClock.milliseconds() &- metrics.startMilliseconds) / 1000,
             listeners: listeningAddresses.map(\.description), relayMode: relay.mode.rawValue,
             forward: settings.forward?.description, open: table.count, total: table.total,
             clients: Array(top), refusals: refusals,

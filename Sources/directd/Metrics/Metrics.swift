@@ -29,6 +29,8 @@ final class Metrics {
     private(set) var lastGoodReload: Double
     private(set) var followEvents: UInt64 = 0
     let startTime: Double
+    /// The start on CLOCK_MONOTONIC, for the uptime (a wall-clock step cannot bend it).
+    let startMilliseconds = MonotonicClock.milliseconds()
 
     init() {
         startTime = Self.wallClock()
