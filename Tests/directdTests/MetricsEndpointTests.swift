@@ -102,6 +102,28 @@ struct MetricsEndpointTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// An upstream that never answers is a timeout, counted apart from refusals.
+    @Test func aSilentUpstreamCountsAsATimeout() throws {
+        // A listener that never accepts, with its queue full, drops new SYNs.
+        let silent = try TestServer(accepting: false, backlog: 0)
+        var fillers: [TCPClient] = []
+        for _ in 0..<4 {
+            if let filler = try? TCPClient(host: "127.0.0.1", port: silent.port, connectTimeout: 1) { fillers.append(filler) }
+        }
+        let daemon = try Daemon(["--bind-interface", "127.0.0.1", "--port", "0", "--forward", "127.0.0.1:\(silent.port)",
+                                 "--connect-timeout", "0.5", "--metrics-listen", "127.0.0.1:0"])
+        let metrics = try #require(daemon.metricsPort)
+        let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        _ = client.receiveUntilEnd()
+        let samples = try scrape(metrics) { $0["directd_upstream_connect_failures_total{cause=\"timeout\"}"] == 1 }
+        #expect(samples["directd_upstream_connect_failures_total{cause=\"timeout\"}"] == 1)
+        #expect(samples["directd_upstream_connect_failures_total{cause=\"refused\"}"] == 0)
+        #expect(samples["directd_upstream_connect_duration_seconds_count"] == 0)
+        #expect(daemon.stop() == 0)
+        silent.stop()
+        _ = fillers
+    }
+
     /// A reload that takes effect and one that is rejected are counted, and
     /// the time of the good one moves.
     @Test func reloadsAreCounted() throws {
