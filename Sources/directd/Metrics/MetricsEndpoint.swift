@@ -42,7 +42,7 @@ struct MetricsEndpoint: Sendable, Equatable, CustomStringConvertible {
         let portText = String(trimmed[trimmed.index(after: colon)...])
         // An IPv6 address needs brackets, or its last group would read as the port.
         if address.contains(":"), !(address.hasPrefix("[") && address.hasSuffix("]")) {
-            throw Self.error(text, "write an IPv6 address in brackets: [\(address)]:\(portText)")
+            throw Self.error(text, "write an IPv6 address in brackets: [\(ConfigText.escapedText(address))]:\(ConfigText.escapedText(portText))")
         }
         let port: UInt16, value: BindValue
         do throws(BindError) {
