@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -74,7 +75,8 @@ class EchoUpstream:
 def wait_for_line(process, pattern, log, timeout=20):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = open(log, encoding="utf-8", errors="replace").read()
+        with open(log, encoding="utf-8", errors="replace") as f:
+            text = f.read()
         match = re.search(pattern, text)
         if match:
             return match
@@ -84,12 +86,23 @@ def wait_for_line(process, pattern, log, timeout=20):
     raise RuntimeError(f"no {pattern!r} in directd's log:\n{open(log).read()}")
 
 
+def opened(files, path):
+    """`path` opened for writing, kept in `files` to be closed at the end."""
+    f = open(path, "w")
+    files.append(f)
+    return f
+
+
 def connect(port, source=None):
     sock = socket.socket()
     sock.settimeout(10)
     if source:
         sock.bind((source, 0))
-    sock.connect(("127.0.0.1", port))
+    try:
+        sock.connect(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -180,6 +193,7 @@ def main():
         return 0
     temp = tempfile.mkdtemp(prefix="directd-prometheus-")
     processes = []
+    logs = []
     upstream = EchoUpstream()
     try:
         log = os.path.join(temp, "directd.log")
@@ -187,7 +201,7 @@ def main():
             [args.directd, "--bind-interface", "127.0.0.1", "--port", "0",
              "--forward", f"127.0.0.1:{upstream.port}", "--whitelist", "127.0.0.1",
              "--max-connections-per-client", "2", "--metrics-listen", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=opened(logs, log))
         processes.append(directd)
         port = int(wait_for_line(directd, r"listening on 127\.0\.0\.1:(\d+)", log).group(1))
         metrics_port = int(wait_for_line(directd, r"serving metrics on 127\.0\.0\.1:(\d+)", log).group(1))
@@ -215,7 +229,7 @@ def main():
         server = subprocess.Popen(
             [prometheus, f"--config.file={config}", f"--storage.tsdb.path={os.path.join(temp, 'data')}",
              f"--web.listen-address=127.0.0.1:{web_port}", "--log.level=warn"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(os.path.join(temp, "prometheus.log"), "w"))
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=opened(logs, os.path.join(temp, "prometheus.log")))
         processes.append(server)
         deadline = time.monotonic() + DEADLINE
         values = {}
@@ -227,7 +241,8 @@ def main():
             except (OSError, RuntimeError, ValueError):
                 pass
             if server.poll() is not None:
-                raise RuntimeError("prometheus exited: " + open(os.path.join(temp, "prometheus.log")).read())
+                with open(os.path.join(temp, "prometheus.log")) as f:
+                    raise RuntimeError("prometheus exited: " + f.read())
             time.sleep(0.5)
         wrong = {e: (values.get(e), v) for e, v in EXPECTED.items() if values.get(e) != [v]}
         if wrong:
@@ -244,10 +259,16 @@ def main():
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+        for f in logs:
+            f.close()
         shutil.rmtree(temp, ignore_errors=True)
 
 
 if __name__ == "__main__":
+    # SIGTERM and SIGHUP (make interrupted, a CI timeout) unwind through main's
+    # finally, so prometheus, directd and the temporary directory still go.
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, lambda *_: sys.exit(1))
     try:
         sys.exit(main())
     except (RuntimeError, AssertionError, OSError) as error:
