@@ -231,6 +231,7 @@ final class Server: SessionHost, ReloadTarget {
         }
         table.insert(session)
         session.metrics = metrics
+        session.listenerCounters = metrics.listeners[session.listenerIndex]
         metrics.admitted(on: session.listenerIndex)
         notifier?.statusChanged()
         session.relayStrategy = relay

@@ -47,9 +47,10 @@ struct MetricsExpositionTests {
         #expect(metrics.listenerIndex(for: SocketAddress(ip: .v4(IPv4Address(127, 0, 0, 1)), port: 1)) == first)
         metrics.admitted(on: first)
         metrics.admitted(on: first)
-        metrics.moved(10, spliced: true, listener: first, fromClient: true, toClient: false)
-        metrics.moved(7, spliced: false, listener: first, fromClient: false, toClient: true)
-        metrics.moved(5, spliced: false, listener: first, fromClient: true, toClient: true)   // an echo
+        metrics.listeners[first].counting(fromClient: true, toClient: false).add(10, spliced: true)
+        metrics.listeners[first].counting(fromClient: false, toClient: true).add(7, spliced: false)
+        metrics.listeners[first].counting(fromClient: true, toClient: true).add(5, spliced: false)   // an echo
+        metrics.listeners[second].counting(fromClient: true, toClient: false).add(1, spliced: false)
         metrics.closed(on: first, seconds: 0.5)
         metrics.refused(on: second, .maxConnectionsPerClient)
         metrics.upstreamFailed(UpstreamFailure(UVError(UV_ECONNREFUSED.rawValue)))
@@ -61,7 +62,8 @@ struct MetricsExpositionTests {
         #expect(samples["directd_client_received_bytes_total{listener=\"127.0.0.1:1\"}"] == "15")
         #expect(samples["directd_client_sent_bytes_total{listener=\"127.0.0.1:1\"}"] == "12")
         #expect(samples["directd_relayed_bytes_total{method=\"splice\"}"] == "10")
-        #expect(samples["directd_relayed_bytes_total{method=\"copy\"}"] == "12")
+        #expect(samples["directd_relayed_bytes_total{method=\"copy\"}"] == "13")
+        #expect(samples["directd_client_received_bytes_total{listener=\"127.0.0.2:2\"}"] == "1")
         #expect(samples["directd_connections_refused_total{listener=\"127.0.0.2:2\",reason=\"max_connections_per_client\"}"] == "1")
         #expect(samples["directd_connections_refused_total{listener=\"127.0.0.1:1\",reason=\"max_connections_per_client\"}"] == "0")
         #expect(samples["directd_upstream_connect_failures_total{cause=\"refused\"}"] == "1")

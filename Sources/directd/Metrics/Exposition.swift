@@ -32,11 +32,11 @@ struct Exposition {
         }
         page.family("directd_client_received_bytes_total", .counter, "Bytes read from clients, by listener.")
         for listener in listeners {
-            page.sample("directd_client_received_bytes_total", [("listener", listener.label)], Double(listener.bytesFromClients))
+            page.sample("directd_client_received_bytes_total", [("listener", listener.label)], Double(listener.bytes.pointee.fromClients))
         }
         page.family("directd_client_sent_bytes_total", .counter, "Bytes written to clients, by listener.")
         for listener in listeners {
-            page.sample("directd_client_sent_bytes_total", [("listener", listener.label)], Double(listener.bytesToClients))
+            page.sample("directd_client_sent_bytes_total", [("listener", listener.label)], Double(listener.bytes.pointee.toClients))
         }
 
         page.family("directd_upstream_connect_failures_total", .counter, "Upstream connects that failed, by cause.")

@@ -10,10 +10,10 @@ import UVBind
 /// event (pools, descriptors, open sessions' bytes) is read at the scrape
 /// (`MetricsSnapshot`).
 ///
-/// The relay's hot path only adds (`moved`): to `splicedBytes` or
-/// `copiedBytes`, and to its listener's client bytes, found by the index the
-/// session was given at accept (`listenerIndex`), never by a lookup. So a
-/// scrape reads a few counters per listener and never walks the sessions.
+/// The relay's hot path only adds to its listener's byte counters, through a
+/// pointer each direction was handed when it was made (`ByteCounting`): no
+/// lookup, no reference count. So a scrape reads a few counters per listener
+/// and never walks the sessions.
 final class Metrics {
     private(set) var listeners: [ListenerCounters] = []
     private var indexByLabel: [String: Int] = [:]
@@ -21,8 +21,9 @@ final class Metrics {
     private(set) var upstreamFailures = [UInt64](repeating: 0, count: UpstreamFailure.allCases.count)
     var connectTime = Histogram(bounds: Histogram.connectBounds)
     var connectionDuration = Histogram(bounds: Histogram.durationBounds)
-    var splicedBytes: UInt64 = 0
-    var copiedBytes: UInt64 = 0
+    /// Relayed bytes, over every listener.
+    var splicedBytes: UInt64 { listeners.reduce(0) { $0 &+ $1.bytes.pointee.spliced } }
+    var copiedBytes: UInt64 { listeners.reduce(0) { $0 &+ $1.bytes.pointee.copied } }
     private(set) var reloads: UInt64 = 0
     private(set) var rejectedReloads: UInt64 = 0
     /// Unix time of the start, then of the last reload that took effect.
@@ -61,14 +62,6 @@ final class Metrics {
         connectionDuration.observe(seconds)
     }
 
-    /// The hot path: a relay direction moved `bytes` (an echo's one direction
-    /// is both from and to the client).
-    @inline(__always)
-    func moved(_ bytes: UInt64, spliced: Bool, listener: Int, fromClient: Bool, toClient: Bool) {
-        if spliced { splicedBytes &+= bytes } else { copiedBytes &+= bytes }
-        if fromClient { listeners[listener].bytesFromClients &+= bytes }
-        if toClient { listeners[listener].bytesToClients &+= bytes }
-    }
 
     func upstreamFailed(_ cause: UpstreamFailure) {
         upstreamFailures[cause.rawValue] &+= 1

@@ -53,9 +53,14 @@ final class Session {
     /// Makes a relay's directions (splicing or copying); nil copies.
     var relayStrategy: RelayStrategy?
     /// The counters its events add to (set by the server at accept; nil in
-    /// tests that drive a session alone), and its listener's index in them.
-    var metrics: Metrics?
+    /// tests that drive a session alone), its listener's index in them and
+    /// that listener's counters. `unowned(unsafe)`, as `host`: the server owns
+    /// the metrics and outlives every session; and the per-read path then
+    /// takes no reference count.
+    unowned(unsafe) var metrics: Metrics?
     var listenerIndex = 0
+    /// Its listener's counters; its directions take their `ByteCounting` from it.
+    var listenerCounters: ListenerCounters?
     /// When the upstream connect began (uv_hrtime, nanoseconds): the loop's
     /// millisecond clock is too coarse for a loopback connect.
     private var connectStarted: UInt64 = 0
@@ -77,6 +82,7 @@ final class Session {
         opened = uv_now(loop)
         lastActivity = opened
         client = HandleStorage.allocate(uv_tcp_t.self)
+        clientStream = HandleStorage.stream(client)
         if UVError.check(uv_tcp_init(loop, client)) != nil {
             HandleStorage.discard(client)
             return nil
@@ -85,7 +91,8 @@ final class Session {
         holdDescriptors(1)
     }
 
-    var clientStream: UnsafeMutablePointer<uv_stream_t> { HandleStorage.stream(client) }
+    /// The client's handle as a stream.
+    let clientStream: UnsafeMutablePointer<uv_stream_t>
 
     /// Reads the client's address, once accepted.
     func readPeer() {
@@ -95,13 +102,12 @@ final class Session {
     @inline(__always)
     func touch() { lastActivity = uv_now(loop) }
 
-    /// A direction moved `bytes` from `source` to `sink`: the metrics' totals and
-    /// this listener's client bytes, by index (no lookup on the hot path).
-    @inline(__always)
-    func countMoved(_ bytes: UInt64, from source: UnsafeMutablePointer<uv_stream_t>,
-                    to sink: UnsafeMutablePointer<uv_stream_t>, spliced: Bool) {
-        metrics?.moved(bytes, spliced: spliced, listener: listenerIndex,
-                       fromClient: source == clientStream, toClient: sink == clientStream)
+    /// Where a direction from `source` to `sink` counts its bytes (asked once,
+    /// when the direction is made).
+    func byteCounting(from source: UnsafeMutablePointer<uv_stream_t>,
+                      to sink: UnsafeMutablePointer<uv_stream_t>) -> ByteCounting {
+        listenerCounters?.counting(fromClient: source == clientStream, toClient: sink == clientStream)
+            ?? ByteCounting(counters: nil, fromClient: false, toClient: false)
     }
 
     private func holdDescriptors(_ delta: Int) {
