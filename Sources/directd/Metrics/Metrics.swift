@@ -39,6 +39,9 @@ final class Metrics {
     }
 
     /// The index of `address`'s counters, made at 0 the first time it is seen.
+    /// Keyed by the label, so that two addresses that print alike (a zone by
+    /// name or by index) can never make two series with one label. Once per
+    /// accepted connection, never per read.
     func listenerIndex(for address: SocketAddress) -> Int {
         let label = address.description
         if let index = indexByLabel[label] { return index }
