@@ -20,7 +20,7 @@ SONAME    := libUVBind.so.$(call version_part,MAJOR)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build check-size lib deps test-deps run test test-swift test-c test-netns test-netns-if-root test-systemd test-systemd-if-root deb deb-deps test-bench \
-	bench bench-deps install install-lib uninstall clean fuzz fuzz-build test-fuzz test-sanitize
+	bench bench-deps prometheus-deps test-prometheus install install-lib uninstall clean fuzz fuzz-build test-fuzz test-sanitize
 
 all: build lib
 
@@ -62,7 +62,7 @@ lib: deps
 run: build
 	$(BUILD)/release/directd $(ARGS)
 
-test: deps test-c test-netns-if-root test-systemd-if-root test-bench test-swift test-fuzz check-size
+test: deps test-c test-netns-if-root test-systemd-if-root test-bench test-swift test-prometheus test-fuzz check-size
 
 # Programs the Swift tests use when present, installed on a fresh machine:
 # systemd's tools (systemd-socket-activate, systemd-analyze), strace, prlimit
@@ -114,7 +114,13 @@ test-bench:
 # matplotlib for the chart.
 BENCH_PACKAGES := iperf3 sockperf socat nginx-light libnginx-mod-stream haproxy
 bench-deps: deps
-	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@$(call install_without_services,$(BENCH_PACKAGES))
+	@python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
+
+# Debian's packages in $(1) that are missing, installed with their services kept
+# from starting (a policy-rc.d that refuses, for the length of the install).
+define install_without_services
+	missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "make: installing $$missing"; \
 		guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
@@ -124,7 +130,17 @@ bench-deps: deps
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		status=$$?; [ -n "$$guard" ] && $(SUDO) rm -f /usr/sbin/policy-rc.d; [ $$status = 0 ]; \
 	fi
-	@python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
+endef
+
+# A real Prometheus (Debian's, its service kept from starting) scrapes directd
+# on loopback and its HTTP API is queried: Tests/prometheus/prometheus_test.py.
+PROMETHEUS_PACKAGES := prometheus
+prometheus-deps: deps
+	@$(call install_without_services,$(PROMETHEUS_PACKAGES))
+
+test-prometheus: prometheus-deps
+	$(SWIFT) build --scratch-path $(BUILD)
+	python3 Tests/prometheus/prometheus_test.py --directd $(BUILD)/debug/directd
 
 bench: build bench-deps
 	mkdir -p $(BENCHBIN)

@@ -12,7 +12,11 @@ several rounds, and report medians with min-max, as ratios measured in this run:
 3. echo round trips per second: directd's echo against the C echo, unpinned and
    pinned (server on one CPU, load on the other);
 4. connection churn through each relay: the relay's CPU seconds per 10,000;
-5. resident memory of each relay holding 10,000 idle relayed connections.
+5. resident memory of each relay holding 10,000 idle relayed connections;
+6. directd with metrics on (metrics-listen, scraped once a second as Prometheus
+   would) against metrics off, in the same rounds: throughput, CPU per GB and
+   ping-pong p50; and the time of one scrape while 10,000 relayed connections
+   are open.
 
 Writes results/bench-TIMESTAMP.csv (raw numbers) and results/bench.png.
 QUICK=1 runs each scenario once and briefly: the test suite uses it.
@@ -29,7 +33,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = "127.0.0.1"
@@ -216,11 +222,11 @@ class Bench:
             for proc in Proc.live[started:]:
                 proc.stop()
 
-    def start_relay(self, name, listen, upstream, nofile=NOFILE):
+    def start_relay(self, name, listen, upstream, nofile=NOFILE, extra=()):
         if name.startswith("directd-"):
             args = [self.directd, "--bind-interface", HOST, "--port", str(listen),
                     "--forward", f"{HOST}:{upstream}", "--log-level", "warning", "--max-connections", "100000",
-                    "--relay-mode", name.removeprefix("directd-")]
+                    "--relay-mode", name.removeprefix("directd-")] + list(extra)
         elif name == "c-baseline":
             args = [self.uvbase, HOST, str(listen), HOST, str(upstream)]
         elif name == "socat":
@@ -302,18 +308,34 @@ backend upstream
                         Proc(["iperf3", "-s", "-B", HOST, "-p", "24101"], port=24101)
                         relay = None if name == "direct" else self.start_relay(name, 24102, 24101)
                         port = 24101 if relay is None else 24102
-                        before = tree_cpu(relay.pid) if relay else 0
-                        out = run(["iperf3", "-c", HOST, "-p", str(port), "-t", str(s.seconds), "-J"] + flags,
-                                  timeout=s.seconds + 30)
-                        report_ = json.loads(out)
-                        if "error" in report_ or "sum_received" not in report_.get("end", {}):
-                            raise RuntimeError(f"iperf3: {report_.get('error', 'no result')}")
-                        result = report_["end"]["sum_received"]
-                        self.record("throughput", mode, name, r, "gbit_per_s", result["bits_per_second"] / 1e9)
-                        if relay:
-                            cpu = tree_cpu(relay.pid) - before
-                            self.record("throughput", mode, name, r, "cpu_s_per_gb", cpu / (result["bytes"] / 1e9))
+                        self.record_iperf("throughput", mode, name, r, port, flags, relay)
                     self.attempt(f"throughput {mode} through {name}, round {r + 1}", measure)
+
+    def record_iperf(self, scenario, variant, name, r, port, flags=(), relay=None):
+        """One iperf3 run to `port`: Gbit/s, and the relay's CPU seconds per GB."""
+        s = self.settings
+        before = tree_cpu(relay.pid) if relay else 0
+        out = run(["iperf3", "-c", HOST, "-p", str(port), "-t", str(s.seconds), "-J"] + list(flags),
+                  timeout=s.seconds + 30)
+        report_ = json.loads(out)
+        if "error" in report_ or "sum_received" not in report_.get("end", {}):
+            raise RuntimeError(f"iperf3: {report_.get('error', 'no result')}")
+        result = report_["end"]["sum_received"]
+        self.record(scenario, variant, name, r, "gbit_per_s", result["bits_per_second"] / 1e9)
+        if relay:
+            cpu = tree_cpu(relay.pid) - before
+            self.record(scenario, variant, name, r, "cpu_s_per_gb", cpu / (result["bytes"] / 1e9))
+
+    def record_pingpong(self, scenario, name, r, port):
+        """One sockperf ping-pong (64 bytes, full round trip) to `port`: p50 and p99."""
+        s = self.settings
+        out = run(["sockperf", "ping-pong", "--tcp", "-i", HOST, "-p", str(port), "-m", "64",
+                   "-t", str(s.seconds), "--full-rtt"], timeout=s.seconds + 30)
+        for pct, metric in (("50.000", "p50_us"), ("99.000", "p99_us")):
+            match = re.search(rf"percentile {re.escape(pct)} =\s*([\d.]+)", out)
+            if not match:
+                raise RuntimeError(f"sockperf printed no {pct} percentile:\n{out[-1500:]}")
+            self.record(scenario, "64 B ping-pong", name, r, metric, float(match.group(1)))
 
     # ---------------------------------------------------------- 2. latency
 
@@ -325,13 +347,7 @@ backend upstream
                     Proc(["sockperf", "server", "--tcp", "-i", HOST, "-p", "24111"], port=24111)
                     relay = None if name == "direct" else self.start_relay(name, 24112, 24111)
                     port = 24111 if relay is None else 24112
-                    out = run(["sockperf", "ping-pong", "--tcp", "-i", HOST, "-p", str(port), "-m", "64",
-                               "-t", str(s.seconds), "--full-rtt"], timeout=s.seconds + 30)
-                    for pct, metric in (("50.000", "p50_us"), ("99.000", "p99_us")):
-                        match = re.search(rf"percentile {re.escape(pct)} =\s*([\d.]+)", out)
-                        if not match:
-                            raise RuntimeError(f"sockperf printed no {pct} percentile:\n{out[-1500:]}")
-                        self.record("latency", "64 B ping-pong", name, r, metric, float(match.group(1)))
+                    self.record_pingpong("latency", name, r, port)
                 self.attempt(f"latency through {name}, round {r + 1}", measure)
 
     # ---------------------------------------------------------- 3. echo
@@ -421,17 +437,11 @@ backend upstream
                     def measure(name=name):
                         relay = self.start_relay(name, 24142, 24141)
                         idle = tree_rss(relay.pid)
-                        holder = subprocess.Popen(
-                            limited([self.loadgen, "hold", HOST, "24142", str(s.idle), "60"], NOFILE),
-                            stdout=subprocess.PIPE, text=True)
+                        holder = self.hold(24142, relay, 60)
                         try:
-                            line = holder.stdout.readline()
-                            match = re.match(r"held (\d+) failed (\d+) pending (\d+)", line)
-                            if not match or int(match.group(1)) != s.idle:
-                                raise RuntimeError(f"loadgen hold: {line.strip()!r} {relay.stderr()}")
                             time.sleep(0.5)
                             rss = tree_rss(relay.pid)
-                            self.record("memory", variant, name, r, "held", float(match.group(1)))
+                            self.record("memory", variant, name, r, "held", float(s.idle))
                             self.record("memory", variant, name, r, "rss_mib", rss / 2**20)
                             self.record("memory", variant, name, r, "bytes_per_connection", (rss - idle) / s.idle)
                         finally:
@@ -441,6 +451,110 @@ backend upstream
                     time.sleep(0.5)
         finally:
             upstream.stop()
+
+    def hold(self, port, relay, seconds):
+        """loadgen holding `idle` connections to `port`, returned once all are open."""
+        s = self.settings
+        holder = subprocess.Popen(limited([self.loadgen, "hold", HOST, str(port), str(s.idle), str(seconds)], NOFILE),
+                                  stdout=subprocess.PIPE, text=True)
+        line = holder.stdout.readline()
+        match = re.match(r"held (\d+) failed (\d+) pending (\d+)", line)
+        if not match or int(match.group(1)) != s.idle:
+            holder.send_signal(signal.SIGTERM)
+            holder.wait(20)
+            raise RuntimeError(f"loadgen hold: {line.strip()!r} {relay.stderr()}")
+        return holder
+
+    # ---------------------------------------------------------- 6. metrics
+
+    METRICS_PORT = 24169
+
+    def metrics(self):
+        """directd-auto with metrics off and on, interleaved in each round. "On"
+        serves metrics-listen and is scraped once a second, as a Prometheus would."""
+        s = self.settings
+        for r in range(s.rounds):
+            for variant in ("off", "on"):
+                name = f"metrics-{variant}"
+                extra = ["--metrics-listen", f"{HOST}:{self.METRICS_PORT}"] if variant == "on" else []
+
+                def throughput(name=name, extra=extra, variant=variant):
+                    Proc(["iperf3", "-s", "-B", HOST, "-p", "24161"], port=24161)
+                    relay = self.start_relay("directd-auto", 24162, 24161, extra=extra)
+                    with Scraper(self.METRICS_PORT, enabled=variant == "on"):
+                        self.record_iperf("metrics", "single", name, r, 24162, relay=relay)
+
+                def latency(name=name, extra=extra, variant=variant):
+                    Proc(["sockperf", "server", "--tcp", "-i", HOST, "-p", "24163"], port=24163)
+                    self.start_relay("directd-auto", 24164, 24163, extra=extra)
+                    with Scraper(self.METRICS_PORT, enabled=variant == "on"):
+                        self.record_pingpong("metrics", name, r, 24164)
+                self.attempt(f"metrics {variant} throughput, round {r + 1}", throughput)
+                self.attempt(f"metrics {variant} latency, round {r + 1}", latency)
+        self.attempt("scrape with open connections", self.scrape_cost)
+
+    def scrape_cost(self):
+        """The time of one scrape (HTTP GET to the last byte, from this Python
+        client) and directd's CPU time per scrape, with `idle` relayed
+        connections open."""
+        s = self.settings
+        variant = f"{s.idle} open"
+        scrapes = 20 if s.quick else 200
+        Proc([self.uvbase, HOST, "24165"], port=24165, nofile=NOFILE)
+        relay = self.start_relay("directd-auto", 24166, 24165, extra=["--metrics-listen", f"{HOST}:{self.METRICS_PORT}"])
+        holder = self.hold(24166, relay, 120)
+        try:
+            page = scrape(self.METRICS_PORT)
+            if f"directd_connections_open{{listener=\"{HOST}:24166\"}} {s.idle}\n" not in page:
+                raise RuntimeError("the scrape does not show the open connections")
+            before = tree_cpu(relay.pid)
+            times = []
+            for _ in range(scrapes):
+                start = time.perf_counter()
+                scrape(self.METRICS_PORT)
+                times.append((time.perf_counter() - start) * 1000)
+            cpu = tree_cpu(relay.pid) - before
+            for t in times:
+                self.record("scrape", variant, "directd-auto", 0, "ms_per_scrape", t)
+            self.record("scrape", variant, "directd-auto", 0, "cpu_ms_per_scrape", cpu * 1000 / scrapes)
+        finally:
+            holder.send_signal(signal.SIGTERM)
+            holder.wait(20)
+
+
+def scrape(port):
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+class Scraper:
+    """Scrapes /metrics once a second in a thread while in use, as Prometheus would."""
+
+    def __init__(self, port, enabled=True):
+        self.port, self.enabled = port, enabled
+        self.done = threading.Event()
+        self.failures = 0
+
+    def run(self):
+        while not self.done.wait(1):
+            try:
+                scrape(self.port)
+            except OSError:
+                self.failures += 1
+
+    def __enter__(self):
+        if self.enabled:
+            scrape(self.port)   # up before the measurement starts
+            self.thread = threading.Thread(target=self.run, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_):
+        if self.enabled:
+            self.done.set()
+            self.thread.join(5)
+            if self.failures:
+                raise RuntimeError(f"{self.failures} scrapes failed during the measurement")
 
 
 # ------------------------------------------------------------------ reporting
@@ -543,6 +657,23 @@ def report(rows, settings):
           ["relay", "RSS MiB", "bytes per connection", "held", f"{OURS} / it"], lines)
     print("   socat: not measured (one process per connection); haproxy-splice: not measured (maxconn 4000).")
 
+    off = {m: summary(values(rows, "metrics", v, "metrics-off", m))
+           for v, m in (("single", "gbit_per_s"), ("single", "cpu_s_per_gb"), ("64 B ping-pong", "p50_us"))}
+    lines = []
+    for name in ("metrics-off", "metrics-on"):
+        gbit = summary(values(rows, "metrics", "single", name, "gbit_per_s"))
+        cpu = summary(values(rows, "metrics", "single", name, "cpu_s_per_gb"))
+        p50 = summary(values(rows, "metrics", "64 B ping-pong", name, "p50_us"))
+        lines.append([name, fmt(gbit), ratio(gbit, off["gbit_per_s"]), fmt(cpu, 3), ratio(cpu, off["cpu_s_per_gb"]),
+                      fmt(p50, 1), ratio(p50, off["p50_us"])])
+    table("6. directd-auto with metrics off and on (on: scraped once a second), same rounds",
+          ["directd", "Gbit/s", "/ off", "CPU s per GB", "/ off", "p50 us", "/ off"], lines)
+    variant = f"{settings.idle} open"
+    wall = summary(values(rows, "scrape", variant, "directd-auto", "ms_per_scrape"))
+    cpu = summary(values(rows, "scrape", variant, "directd-auto", "cpu_ms_per_scrape"))
+    table(f"6b. one scrape with {settings.idle} relayed connections open (milliseconds)",
+          ["directd", "GET to last byte (client)", "directd CPU per scrape"], [["directd-auto", fmt(wall, 3), fmt(cpu, 3)]])
+
 
 def write_csv(rows, path, machine):
     with open(path, "w", newline="") as f:
@@ -617,7 +748,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="uvbind-bench-") as work:
         bench = Bench(settings, os.path.abspath(args.directd), os.path.abspath(args.bin), work)
         scenarios = [("throughput", bench.throughput), ("latency", bench.latency), ("echo", bench.echo),
-                     ("instructions", bench.instructions), ("churn", bench.churn), ("memory", bench.memory)]
+                     ("instructions", bench.instructions), ("churn", bench.churn), ("memory", bench.memory),
+                     ("metrics", bench.metrics)]
         only = set(args.only.split(",")) if args.only else None
         try:
             for name, scenario in scenarios:

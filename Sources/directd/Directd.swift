@@ -17,7 +17,7 @@ struct Directd: ParsableCommand {
             78 configuration invalid (the config file, any option value, the bind value).
             """,
         version: "directd \(uvbindVersion)",
-        subcommands: [Serve.self, Check.self, Interfaces.self],
+        subcommands: [Serve.self, Check.self, Interfaces.self, Status.self],
         defaultSubcommand: Serve.self
     )
 
@@ -68,6 +68,8 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: OptionTable.all[flag: "rate-limit-exempt"]) var rateLimitExempt: String?
     @Option(help: OptionTable.all[flag: "user"]) var user: String?
     @Option(help: OptionTable.all[flag: "group"]) var group: String?
+    @Option(help: OptionTable.all[flag: "metrics-listen"]) var metricsListen: String?
+    @Option(help: OptionTable.all[flag: "control-socket"]) var controlSocket: String?
 
     /// The flags given, by flag name, read off the `@Option` properties above.
     var flags: [String: String] {
@@ -199,6 +201,10 @@ struct Serve: ParsableCommand {
                 try server.follow(plan)
             } else {
                 try server.listen(plan)
+            }
+            if let endpoint = settings.metricsListen { try server.serveMetrics(at: endpoint) }
+            if let path = settings.controlSocket.path(environment: ServiceEnvironment.current(["RUNTIME_DIRECTORY"])) {
+                try server.serveControl(at: path)
             }
             try server.dropPrivileges(inherited == nil ? privilegePlan : privilegePlan.forInheritedSockets)
             server.measureDescriptors()

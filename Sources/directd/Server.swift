@@ -10,6 +10,8 @@ final class Server: SessionHost, ReloadTarget {
     private(set) var settings: Settings
     let pool: BufferPool
     let table = SessionTable()
+    /// Counters for the metrics endpoint and `directd status`.
+    let metrics = Metrics()
     let gate: AcceptGate
     /// Splicing or copying, per relayed connection; its pipe pool is bounded by
     /// memory-limit like the buffer pool, and its pipes count as descriptors.
@@ -25,6 +27,10 @@ final class Server: SessionHost, ReloadTarget {
     /// kept, whatever reloads do to the options.
     private lazy var rates = RateLimitTable()
     private var ratesAllocated = false
+    /// The metrics and control endpoints, closed when the loop finishes.
+    var endpoints: [RequestServer] = []
+    /// The last refusals, for `directd status`.
+    var recentRefusals = RecentRefusals()
     /// Sessions waiting for relay memory, for a rate-limited warning.
     private var memoryWarningAt: UInt64 = 0
     /// The tick's expiries, cut only if they still hold after the next poll.
@@ -94,6 +100,8 @@ final class Server: SessionHost, ReloadTarget {
         use(try ListenerSource.follow(settings, loop: loop, takeOver: takeOver,
                                       onConnection: connectionPending) { [unowned self] event in
             if event.severity == .warning { Log.warning(event.description) } else { Log.line(event.description) }
+            self.metrics.followEvent()
+            self.registerListeners()
             self.gate.listenersChanged(to: self.source?.listeners.count ?? 0)
             self.descriptorStore?.sync(self.source?.listeners ?? [])
             self.notifier?.statusChanged()
@@ -113,6 +121,8 @@ final class Server: SessionHost, ReloadTarget {
         }
         source.onChange = { [unowned self] in self.listenersChanged() }
         source.notes.forEach { $0.severity == .warning ? Log.warning($0.text) : Log.info($0.text) }
+        // Every listener's series exist, at 0, from the first scrape.
+        registerListeners()
         // A follower logs its own changes, the first ones included.
         guard source.origin != .following else { return }
         for listener in source.listeners {
@@ -235,15 +245,24 @@ final class Server: SessionHost, ReloadTarget {
         }
         session.readPeer()
         let peer = session.peer.map(\.description) ?? "unknown peer"
+        // A lookup per accepted connection, never per read: the session keeps the index.
+        session.listenerIndex = metrics.listenerIndex(for: listener.address)
         if let refusal = Admission.refusal(of: session.peer, by: Admission.Policy(settings), table: table,
                                            rates: self.rateTable(), now: uv_now(loop)) {
-            Admission.log(refusal, peer: peer, listener: listener.address)
+            metrics.refused(on: session.listenerIndex, refusal.reason)
+            recentRefusals.record(.init(at: uv_now(loop), reason: refusal.reason, client: session.peer, listener: listener.address))
+            Admission.log(refusal, peer: session.peer, listener: listener.address)
             return session.close(reason: nil)
         }
         table.insert(session)
+        session.metrics = metrics
+        session.listenerCounters = metrics.listeners[session.listenerIndex]
+        metrics.admitted(on: session.listenerIndex)
         notifier?.statusChanged()
         session.relayStrategy = relay
-        Log.info("#\(session.id) opened from \(peer) on \(listener.address)", category: .opened)
+        Log.audit("#\(session.id) opened from \(peer) on \(listener.address)", severity: .info, category: .opened) {
+            AuditFields.opened(session, listener: listener.address.description, upstream: settings.forward?.description)
+        }
         if let forward = settings.forward {
             session.startRelay(to: forward, proxyProtocol: settings.proxyProtocol)
         } else {
@@ -284,7 +303,12 @@ final class Server: SessionHost, ReloadTarget {
         notifier?.statusChanged()
         let (fromClient, toClient) = session.byteCounts
         let seconds = Double(uv_now(loop) - session.opened) / 1000
-        Log.info("#\(session.id) closed: \(fromClient) bytes from client, \(toClient) bytes to client, \(seconds) s\(reason.map { ", \($0)" } ?? "")", category: .closed)
+        metrics.closed(on: session.listenerIndex, seconds: seconds)
+        Log.audit("#\(session.id) closed: \(fromClient) bytes from client, \(toClient) bytes to client, \(seconds) s\(reason.map { ", \($0)" } ?? "")",
+                  severity: .info, category: .closed) {
+            AuditFields.closed(session, listener: metrics.listeners[session.listenerIndex].label, fromClient: fromClient,
+                               toClient: toClient, seconds: seconds, reason: reason)
+        }
         if lifecycle.stopping, table.isEmpty { finish() }
     }
 
@@ -300,6 +324,7 @@ final class Server: SessionHost, ReloadTarget {
     private func expire(_ session: Session, _ expiry: SessionTable.Expiry) {
         switch expiry {
         case .connectTimeout:
+            metrics.upstreamFailed(.timeout)
             self.session(session, upstreamFailed: "upstream \(session.target.map(\.description) ?? "?") did not answer within \(settings.connectTimeout) s")
             session.close(reason: nil, reset: true)   // not an empty reply
         case .idle:
@@ -318,6 +343,7 @@ final class Server: SessionHost, ReloadTarget {
     var listenerSource: ListenerSource? { source }
 
     func listenersChanged() {
+        registerListeners()
         gate.listenersChanged(to: source?.listeners.count ?? 0)
         descriptorStore?.sync(source?.listeners ?? [])
         notifier?.statusChanged()
@@ -350,6 +376,7 @@ final class Server: SessionHost, ReloadTarget {
             Log.line(table.summary)
         }
         lifecycle.finish()
+        endpoints.forEach { $0.close() }
         expiries.close()
         reloader.close()
         gate.close()

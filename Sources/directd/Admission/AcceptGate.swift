@@ -82,6 +82,9 @@ final class AcceptGate {
         return true
     }
 
+    /// Descriptors counted as in use: the baseline measured at start and the sessions'.
+    var descriptorsInUse: Int { baseline + sessionDescriptors }
+
     func sessionDescriptorsChanged(by delta: Int) {
         sessionDescriptors += delta
     }

@@ -82,15 +82,19 @@ enum Admission {
 
     /// One line per refusal, within the log's rate limits: a client outside
     /// the allow-list is routine (info); a limit reached is worth a warning.
-    static func log(_ refusal: Refusal, peer: String, listener: SocketAddress) {
-        let line = "refused \(peer) on \(listener): \(refusal)"
-        switch refusal {
-        case .notAllowed, .unknownPeer: Log.info(line, category: .refusedAllowList)
-        case .maxConnections: Log.warning(line, category: .refusedMaxConnections)
-        case .maxConnectionsPerClient: Log.warning(line, category: .refusedPerClient)
-        case .rateLimited(_, _, nil): Log.warning(line, category: .refusedRateLimit)
-        case .rateLimited: Log.warning(line, category: .banned)
-        case .banned: Log.info(line, category: .refusedBanned)
+    /// On the journal, the line carries the audit fields (`AuditFields.refused`).
+    static func log(_ refusal: Refusal, peer: SocketAddress?, listener: SocketAddress) {
+        let line = "refused \(peer.map(\.description) ?? "unknown peer") on \(listener): \(refusal)"
+        let (severity, category): (LogSeverity, LogCategory) = switch refusal {
+        case .notAllowed, .unknownPeer: (.info, .refusedAllowList)
+        case .maxConnections: (.warning, .refusedMaxConnections)
+        case .maxConnectionsPerClient: (.warning, .refusedPerClient)
+        case .rateLimited(_, _, nil): (.warning, .refusedRateLimit)
+        case .rateLimited: (.warning, .banned)
+        case .banned: (.info, .refusedBanned)
+        }
+        Log.audit(line, severity: severity, category: category) {
+            AuditFields.refused(peer, listener: listener, reason: refusal.reason)
         }
     }
 }

@@ -145,6 +145,16 @@ enum OptionTable {
     static let backlog = OptionSpec(
         key: "backlog", flag: "backlog", property: \.backlog, value: .backlog, defaultValue: 511,
         valueName: "n", help: "Listen backlog (the kernel caps it at net.core.somaxconn).", reloadable: false)
+    static let metricsListen = OptionSpec(
+        key: "metrics-listen", flag: "metrics-listen", property: \.metricsListen, value: .metricsEndpoint,
+        defaultValue: nil, valueName: "address:port|unix:path",
+        help: "Serve Prometheus metrics (GET /metrics) on ADDRESS:PORT (one address, held to bind-interface's rules) or unix:/path (mode 0660); empty is off.",
+        reloadable: false)
+    static let controlSocket = OptionSpec(
+        key: "control-socket", flag: "control-socket", property: \.controlSocket, value: .controlSocket,
+        defaultValue: .automatic, valueName: "path",
+        help: "Answer `directd status` on this unix socket (mode 0600). Empty: $RUNTIME_DIRECTORY/control.sock under systemd with RuntimeDirectory set, else none; off: none.",
+        reloadable: false)
     /// RustDesk's switch for direct access: only "Y" turns it on. File only: a
     /// RustDesk2.toml must say Y, and any file that says otherwise is refused.
     static let directServer = OptionSpec(
@@ -189,7 +199,7 @@ enum OptionTable {
         AnyOptionSpec(bindInterface), AnyOptionSpec(bindDynamic), AnyOptionSpec(bindToDevice), AnyOptionSpec(port), AnyOptionSpec(forward), AnyOptionSpec(whitelist),
         AnyOptionSpec(maxConnections), AnyOptionSpec(maxConnectionsPerClient), AnyOptionSpec(idleTimeout),
         AnyOptionSpec(connectTimeout), AnyOptionSpec(writeQueueLimit), AnyOptionSpec(memoryLimit),
-        AnyOptionSpec(proxyProtocol), AnyOptionSpec(relayMode), AnyOptionSpec(grace), AnyOptionSpec(logLevel), AnyOptionSpec(backlog), AnyOptionSpec(directServer),
+        AnyOptionSpec(proxyProtocol), AnyOptionSpec(relayMode), AnyOptionSpec(grace), AnyOptionSpec(logLevel), AnyOptionSpec(backlog), AnyOptionSpec(metricsListen), AnyOptionSpec(controlSocket), AnyOptionSpec(directServer),
     ] + guarding
 
     /// The options a config file may set, by key.

@@ -44,6 +44,10 @@ struct Settings: Sendable {
     /// When started as root, the user and group to run as once listening; empty: as started.
     var user: String = OptionTable.user.defaultValue
     var group: String = OptionTable.group.defaultValue
+    /// Where to serve metrics; nil is off.
+    var metricsListen: MetricsEndpoint? = OptionTable.metricsListen.defaultValue
+    /// The unix socket `directd status` reads.
+    var controlSocket: ControlSocketSetting = OptionTable.controlSocket.defaultValue
     /// The options the file or a flag set (by name), as opposed to defaults.
     var given: Set<String> = []
     /// Things worth telling the operator that do not stop the start (unknown keys, say).

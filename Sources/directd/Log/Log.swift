@@ -51,6 +51,26 @@ enum Log {
         emit(text, severity: .error, category: category)
     }
 
+    /// An audit line (a connection opened, closed or refused). On the journal
+    /// it goes as a native entry with `fields` (DIRECTD_CLIENT=, ...) beside
+    /// MESSAGE=, instead of the plain line; if the entry cannot go, the plain
+    /// line is written as anywhere else. Same level and rate limits as any line.
+    static func audit(_ text: @autoclosure () -> String, severity: LogSeverity, category: LogCategory,
+                      fields: () -> [(String, String)]) {
+        let enabled = switch severity {
+        case .error, .notice: true
+        case .warning: level >= .warning
+        case .info: level >= .info
+        case .debug: level >= .debug
+        }
+        if enabled { state.emit(text, severity: severity, category: category, fields: fields) }
+    }
+
+    /// Journal entries sent, and those the journal's socket did not take.
+    static var journalEntries: (sent: Int, dropped: Int) {
+        (state.journal?.sent ?? 0, state.journal?.dropped ?? 0)
+    }
+
     /// Drains the log from `loop` from now on: a watcher for standard error's
     /// writability (only while lines wait) and a timer for the "suppressed" lines.
     /// Neither keeps the loop alive (both are unreferenced).
@@ -77,6 +97,11 @@ enum Log {
         state.flush(timeoutMilliseconds: Int(timeout * 1000))
     }
 
+    /// Lines dropped because standard error was not writable, and lines held
+    /// back by the rate limits, since the start (for the metrics).
+    static var linesDropped: Int { state.sink.droppedTotal }
+    static var linesSuppressed: Int { state.suppressedTotal }
+
     private static func emit(_ text: () -> String, severity: LogSeverity, category: LogCategory? = nil) {
         state.emit(text, severity: severity, category: category)
     }
@@ -97,10 +122,15 @@ final class LogState {
     let style: LogStyle
     private var limiter: LogRateLimiter
     private var summaryTimer: LogSummaryTimer?
+    /// Lines the rate limiter held back, ever.
+    private(set) var suppressedTotal = 0
+    /// journald's native socket, when standard error is the journal.
+    let journal: JournalSocket?
 
     init(output: LogOutput, style: LogStyle, capacity: Int = LogSink.defaultCapacity,
-         limiter: LogRateLimiter = LogRateLimiter()) {
+         limiter: LogRateLimiter = LogRateLimiter(), journal: JournalSocket? = nil) {
         self.style = style
+        self.journal = journal
         self.limiter = limiter
         sink = LogSink(output: output, capacity: capacity) { count in
             LogLine.format("\(count) log lines dropped: standard error was not writable", severity: .warning, style: style)
@@ -112,22 +142,33 @@ final class LogState {
         func variable(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
         let style = JournalStream.standardErrorIsTheJournal(variable("JOURNAL_STREAM")) ? LogStyle.journal : .timestamped
         let (capacity, complaint) = LogSink.capacity(fromEnvironment: variable(LogSink.capacityVariable))
-        let state = LogState(output: LogOutput.standardError(), style: style, capacity: capacity)
+        let journal = style == .journal
+            ? JournalSocket(path: variable(JournalSocket.pathVariable) ?? JournalSocket.defaultPath) : nil
+        let state = LogState(output: LogOutput.standardError(), style: style, capacity: capacity, journal: journal)
         if let complaint { state.emitLine(complaint, severity: .warning) }
         return state
     }
 
-    func emit(_ text: () -> String, severity: LogSeverity, category: LogCategory?) {
+    func emit(_ text: () -> String, severity: LogSeverity, category: LogCategory?,
+              fields: () -> [(String, String)] = { [] }) {
         if let category {
             let now = MonotonicClock.milliseconds()
             let decision = limiter.admit(category, severity: severity, now: now)
             if let ended = decision.ended { emitLine(ended.description, severity: ended.severity) }
             guard decision.passes else {
+                suppressedTotal += 1
                 armSummaryTimer(now: now)
                 return
             }
         }
-        emitLine(text(), severity: severity)
+        let line = text()
+        // Only audit lines have fields; a plain line stays on the stream.
+        if let journal, case let extra = fields(), !extra.isEmpty {
+            var entry = JournalEntry(message: line, severity: severity)
+            for (name, value) in extra { entry.add(name, value) }
+            if journal.send(entry) { return }
+        }
+        emitLine(line, severity: severity)
     }
 
     func emitLine(_ text: String, severity: LogSeverity) {

@@ -28,6 +28,8 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
     let source: UnsafeMutablePointer<uv_stream_t>
     let sink: UnsafeMutablePointer<uv_stream_t>
     private(set) var bytesMoved: UInt64 = 0
+    /// Where the bytes it moves are counted for the metrics.
+    private let counting: ByteCounting
     private(set) var finished = false
     let descriptorsUsed = 0
     /// Reading stopped because the sink's queue is full.
@@ -51,6 +53,7 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
         self.readLength = session.readLength
         self.source = source
         self.sink = sink
+        counting = session.byteCounting(from: source, to: sink)
     }
 
     deinit {
@@ -101,6 +104,7 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
             return   // 0: libuv's EAGAIN, nothing read
         }
         bytesMoved += UInt64(nread)
+        counting.add(UInt64(nread), spliced: false)
         session.touch()
         forward(chunk: BufferPool.chunk(ofData: buf.base!), count: nread)
     }

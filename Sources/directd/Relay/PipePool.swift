@@ -41,6 +41,8 @@ final class PipePool {
     private var free: [Pipe] = []
     /// Pipes open now, in use and free.
     private(set) var open = 0
+    /// Pipes handed out now (open and not in the free list).
+    var inUse: Int { open - free.count }
     /// Whether the process may open `count` more descriptors (the accept gate's budget).
     var hasRoom: (Int) -> Bool = { _ in true }
     /// Told of every pipe opened (+2) or closed (-2): pipes count against the

@@ -52,6 +52,18 @@ final class Session {
     private(set) var descriptors = 0
     /// Makes a relay's directions (splicing or copying); nil copies.
     var relayStrategy: RelayStrategy?
+    /// The counters its events add to (set by the server at accept; nil in
+    /// tests that drive a session alone), its listener's index in them and
+    /// that listener's counters. `unowned(unsafe)`, as `host`: the server owns
+    /// the metrics and outlives every session; and the per-read path then
+    /// takes no reference count.
+    unowned(unsafe) var metrics: Metrics?
+    var listenerIndex = 0
+    /// Its listener's counters; its directions take their `ByteCounting` from it.
+    var listenerCounters: ListenerCounters?
+    /// When the upstream connect began (uv_hrtime, nanoseconds): the loop's
+    /// millisecond clock is too coarse for a loopback connect.
+    private var connectStarted: UInt64 = 0
 
     /// Descriptors a new session may need: the client's socket, and the
     /// upstream's for a relay. The accept gate checks room for this many.
@@ -70,6 +82,7 @@ final class Session {
         opened = uv_now(loop)
         lastActivity = opened
         client = HandleStorage.allocate(uv_tcp_t.self)
+        clientStream = HandleStorage.stream(client)
         if UVError.check(uv_tcp_init(loop, client)) != nil {
             HandleStorage.discard(client)
             return nil
@@ -78,7 +91,8 @@ final class Session {
         holdDescriptors(1)
     }
 
-    var clientStream: UnsafeMutablePointer<uv_stream_t> { HandleStorage.stream(client) }
+    /// The client's handle as a stream.
+    let clientStream: UnsafeMutablePointer<uv_stream_t>
 
     /// Reads the client's address, once accepted.
     func readPeer() {
@@ -87,6 +101,14 @@ final class Session {
 
     @inline(__always)
     func touch() { lastActivity = uv_now(loop) }
+
+    /// Where a direction from `source` to `sink` counts its bytes (asked once,
+    /// when the direction is made).
+    func byteCounting(from source: UnsafeMutablePointer<uv_stream_t>,
+                      to sink: UnsafeMutablePointer<uv_stream_t>) -> ByteCounting {
+        listenerCounters?.counting(fromClient: source == clientStream, toClient: sink == clientStream)
+            ?? ByteCounting(counters: nil, fromClient: false, toClient: false)
+    }
 
     private func holdDescriptors(_ delta: Int) {
         descriptors += delta
@@ -113,6 +135,7 @@ final class Session {
         upstream = handle
         holdDescriptors(1)
         connecting = true
+        connectStarted = uv_hrtime()
         let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
         HandleStorage.attachUnretained(self, to: request)
         let result = target.address.withSockaddr { address in
@@ -125,6 +148,7 @@ final class Session {
         if let error = UVError.check(result) {
             request.deallocate()
             connecting = false
+            metrics?.upstreamFailed(UpstreamFailure(error))
             host.session(self, upstreamFailed: "cannot connect to \(target): \(error)")
             close(reason: nil, reset: true)
         }
@@ -136,9 +160,11 @@ final class Session {
         guard status == 0, let upstream else {
             // A reset, not a FIN: an EOF after no byte would look like an empty
             // successful reply. The same when the upstream reset before this callback.
+            metrics?.upstreamFailed(UpstreamFailure(UVError(status)))
             host.session(self, upstreamFailed: "upstream \(target.map(\.description) ?? "?") refused: \(UVError(status))")
             return close(reason: nil, reset: true)
         }
+        metrics?.connectTime.observe(Double(uv_hrtime() &- connectStarted) / 1e9)
         uv_tcp_nodelay(client, 1)
         uv_tcp_nodelay(upstream, 1)
         touch()

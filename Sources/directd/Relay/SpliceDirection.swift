@@ -58,6 +58,8 @@ final class SpliceDirection: RelayDirection {
     private var sinkWatcher: SinkWatcher?
     private var reading = false
     private(set) var bytesMoved: UInt64 = 0
+    /// Where the bytes it moves are counted for the metrics.
+    private let counting: ByteCounting
     private(set) var finished = false
     /// Pipes and sink watchers are counted by the pool, as they come and go.
     let descriptorsUsed = 0
@@ -100,6 +102,7 @@ final class SpliceDirection: RelayDirection {
         sinkDescriptor = to
         self.pipes = pipes
         self.mode = mode
+        counting = session.byteCounting(from: source, to: sink)
         copiesSmallMessages = mode == .auto
         lastReadWasSmall = copiesSmallMessages
     }
@@ -180,6 +183,7 @@ final class SpliceDirection: RelayDirection {
                 inPipe = read
                 lastReadWasSmall = read < Self.smallRead
                 bytesMoved += UInt64(read)
+                counting.add(UInt64(read), spliced: true)
                 splicedOnce = true
                 session.touch()
             } else if read == 0 {
@@ -227,6 +231,7 @@ final class SpliceDirection: RelayDirection {
             return false
         }
         bytesMoved += UInt64(got)
+        counting.add(UInt64(got), spliced: false)
         session.touch()
         lastReadWasSmall = got < Self.scratchSize
         var sent = send(sinkDescriptor, Self.scratch, got, Int32(MSG_NOSIGNAL))

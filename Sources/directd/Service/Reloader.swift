@@ -14,6 +14,8 @@ protocol ReloadTarget: AnyObject {
     var notifier: ServiceNotifier? { get }
     /// What root left behind at the start: a reload may need more.
     var privileges: Privileges { get }
+    /// Counts reloads, taken and rejected.
+    var metrics: Metrics { get }
     /// The listeners changed: reserves and status follow.
     func listenersChanged()
     /// Stops as on SIGTERM.
@@ -92,6 +94,7 @@ final class Reloader {
             }
         } catch {
             Log.error("cannot read the settings off the loop: \(error)")
+            target.metrics.reloaded(accepted: false)
             Log.warning("reload rejected: still serving as before")
             target.notifier?.ready()
             queue.finished()
@@ -117,6 +120,7 @@ final class Reloader {
             return target.stop()
         } catch {
             Log.error("\(error)")
+            target.metrics.reloaded(accepted: false)
             return Log.warning("reload rejected: still serving as before")
         }
         fresh.warnings.forEach { Log.warning($0) }
@@ -132,6 +136,7 @@ final class Reloader {
                 try source.reconcile(to: new).forEach { Log.line($0) }
             } catch {
                 Log.error("\(error)")
+                target.metrics.reloaded(accepted: false)
                 target.listenersChanged()
                 let now = source.listeners.map { "\($0.address)" }.joined(separator: ", ")
                 // Listeners lost on the way are an error of their own (retried with back-off).
@@ -143,6 +148,7 @@ final class Reloader {
             target.listenersChanged()
         }
         let cut = target.apply(new)
+        target.metrics.reloaded(accepted: true)
         new.notes.forEach { Log.info($0) }
         let summary = changes.isEmpty ? "no option changed" : changes.map(\.description).joined(separator: "; ")
         Log.line("reloaded: \(summary)\(cut > 0 ? "; closed \(cut) connections no longer in the whitelist" : "")")
