@@ -96,7 +96,8 @@ struct ConfigOptions: ParsableArguments {
     /// Reads the settings and resolves the bind value; any failure is reported and
     /// becomes the process's exit status. With bind-dynamic, an element that
     /// names nothing yet is waited for instead (a malformed value still fails).
-    func plan() throws -> (Settings, BindPlan) {
+    /// `failed` hears the message first (an upgrade's new process tells the old one).
+    func plan(failed: (String) -> Void = { _ in }) throws -> (Settings, BindPlan) {
         do {
             let settings = try settings()
             Log.level = settings.logLevel
@@ -113,6 +114,7 @@ struct ConfigOptions: ParsableArguments {
             }
             return (settings, plan)
         } catch {
+            failed("\(error)")
             throw ExitStatus.report(error)
         }
     }
@@ -162,8 +164,25 @@ struct Serve: ParsableCommand {
     func run() throws {
         // Held until the lifecycle's watchers exist (it releases them).
         ProcessSetup.holdSignals()
-        let (settings, plan) = try options.plan()
-        let (inherited, store) = try options.inheritedSockets(settings, plan: plan)
+        // What an upgrade later needs of this start: the path, and the version.
+        InstalledExecutable.record()
+        _ = BuildIdentity.version
+        // Started by an upgrade: the running directd waits for this one's answer.
+        let upgrade = UpgradeReceiver.fromEnvironment()
+        let (settings, plan) = try options.plan { upgrade?.refuse("the config is invalid: \($0)") }
+        let (inherited, store): ([InheritedSocket]?, FileDescriptorStore)
+        var handed: HandedListeners?
+        do {
+            (inherited, store) = try options.inheritedSockets(settings, plan: plan)
+            handed = try upgrade?.receive()
+        } catch {
+            upgrade?.refuse("\(error)")
+            if error is HandoverRefusal {
+                Log.error("refusing the upgrade: \(error)")
+                throw ExitCode(ExitStatus.software.rawValue)
+            }
+            throw error
+        }
 
         let server = Server(loop: uv_default_loop(), settings: settings)
         // The log drains on the loop from here on (it never keeps the loop alive).
@@ -172,18 +191,26 @@ struct Serve: ParsableCommand {
         let (file, flags) = (options.config, options.flags)
         server.readSettings = { try Settings.resolve(file: file, flags: flags) }
         server.descriptorStore = store
+        server.handedListeners = handed
+        server.isUpgrade = upgrade != nil
         do {
-            if let inherited {
+            if let handed, handed.fromSocketUnit {
+                let configured = settings.given.contains(OptionTable.bindInterface.key!)
+                try server.adopt(SocketActivation.adopt(handed.socketUnitSockets(), plan: configured ? plan : nil))
+            } else if let inherited {
                 try server.adopt(inherited)
             } else if settings.bindDynamic {
                 try server.follow(plan)
             } else {
                 try server.listen(plan)
             }
+            handed?.closeRest()
             server.measureDescriptors()
             if watchConfig, let path = options.config { try server.watchConfig(at: path) }
             try server.start()
+            upgrade?.serving()
         } catch {
+            upgrade?.refuse("\(error)")
             server.stop()
             server.run()   // lets libuv finish closing what did open
             Log.detach()

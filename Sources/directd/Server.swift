@@ -21,6 +21,18 @@ final class Server: SessionHost, ReloadTarget {
     /// The listeners in the manager's fdstore; set by the command before listening.
     var descriptorStore: FileDescriptorStore?
     private lazy var reloader = Reloader(target: self)
+    /// In-place upgrades (SIGUSR2, or `upgrade(completion:)`).
+    private lazy var upgrader = Upgrader(loop: loop, actions: .init(
+        listeners: { [unowned self] in
+            (self.source?.listeners ?? [], self.source?.origin == .serviceManager)
+        },
+        handedOver: { [unowned self] _ in self.handedOver() },
+        notifier: { [unowned self] in self.notifier }))
+    /// Listening sockets an upgrade handed this process (it is the new one);
+    /// set by the command before listening.
+    var handedListeners: HandedListeners?
+    /// This process took over from another (`MAINPID=` at readiness).
+    var isUpgrade = false
     /// Sessions waiting for relay memory, for a rate-limited warning.
     private var memoryWarningAt: UInt64 = 0
     /// The tick's expiries, cut only if they still hold after the next poll.
@@ -44,6 +56,7 @@ final class Server: SessionHost, ReloadTarget {
                 Log.line(self.table.summary + (self.source?.problem.map { "; \($0)" } ?? ""))
             },
             reload: { [unowned self] in self.reloader.request(cause: "SIGHUP") },
+            upgrade: { [unowned self] in self.upgrader.start(cause: "SIGUSR2") },
             tick: { [unowned self] now in self.tick(now) }))
         lifecycle.setGrace(settings.grace)
         gate.accept = { [unowned self] listener in self.accept(on: listener) }
@@ -88,10 +101,11 @@ final class Server: SessionHost, ReloadTarget {
         })
     }
 
-    /// The fdstore's socket for a target, if it handed one back.
+    /// The socket an upgrade handed over for a target, else the fdstore's, if any.
     private var takeOver: ((ListenTarget) -> Int32?)? {
-        guard let store = descriptorStore else { return nil }
-        return { [unowned store] target in store.takeOver(target) }
+        let store = descriptorStore, handed = handedListeners
+        guard store != nil || handed != nil else { return nil }
+        return { target in handed?.takeOver(target) ?? store?.takeOver(target) }
     }
 
     private func use(_ source: ListenerSource) {
@@ -153,7 +167,7 @@ final class Server: SessionHost, ReloadTarget {
                                              total: Int(self.table.total))
         }
         descriptorStore?.attach(notifier, listeners: source?.listeners ?? [])
-        notifier.ready()
+        if isUpgrade { notifier.readyAsMainProcess() } else { notifier.ready() }
         notifier.statusChanged()
         self.notifier = notifier
     }
@@ -271,6 +285,28 @@ final class Server: SessionHost, ReloadTarget {
         }
     }
 
+    // MARK: upgrading
+
+    /// Starts an in-place upgrade; `completion` hears how it ended (the
+    /// control socket's `directd upgrade` waits for it).
+    func upgrade(completion: @escaping (UpgradeOutcome) -> Void) {
+        guard !lifecycle.stopping else { return completion(.notStarted("directd is stopping")) }
+        upgrader.start(cause: "upgrade requested", completion: completion)
+    }
+
+    /// The new process serves on the same listening sockets: this one lets go
+    /// of its copies with a plain close (the sockets stay open in the new
+    /// process, so nothing is refused and nothing is sent to anyone) and
+    /// drains its open connections as a stop does. The service manager hears
+    /// nothing more from it: the new process is the main one now, and a
+    /// STOPPING=1 would stop the service.
+    private func handedOver() {
+        notifier?.close()
+        notifier = nil
+        Log.line("handed over: this process stops accepting; \(table.count) connections get \(settings.grace) s to finish here")
+        lifecycle.stop(signal: nil, grace: settings.grace)
+    }
+
     // MARK: stopping
 
     /// Stops as on SIGTERM: no new connections, open ones get the grace period.
@@ -314,6 +350,7 @@ final class Server: SessionHost, ReloadTarget {
             Log.line(table.summary)
         }
         lifecycle.finish()
+        upgrader.close()
         expiries.close()
         reloader.close()
         gate.close()

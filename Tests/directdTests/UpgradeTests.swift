@@ -1,0 +1,313 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import Testing
+
+/// In-place upgrades (issue 19, part 1, first step: the listeners move, open
+/// connections drain in the old process): SIGUSR2 starts the binary installed
+/// at directd's path, which takes over the listening sockets; every failure
+/// rolls back and leaves the old process serving as before.
+///
+/// Each test runs its own copy of the debug directd (`InstalledCopy`), so that
+/// it can replace, remove or break the file as a package upgrade would.
+@Suite(.serialized)
+struct UpgradeTests {
+    /// Several upgrades in a row, alternating two builds that report different
+    /// versions (the test hook's version file), one of them after the binary
+    /// was replaced by a rename as dpkg does: every upgrade changes the PID,
+    /// the new process reports the new version and serves, a client
+    /// connecting in a loop all along is never refused, and a connection open
+    /// before the first upgrade is served to its end by the first process.
+    @Test func upgradesInARowRefuseNoConnection() throws {
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60"], copy: copy)
+        let port = daemon.port
+        let early = try TCPClient(host: "127.0.0.1", port: port)
+        #expect(roundTrip(early, "before"))
+
+        let connects = EchoConnectLoop(port: port)
+        connects.start()
+        defer { connects.stop() }
+        #expect(eventually(within: 10) { connects.succeeded > 20 })
+
+        var pids = [daemon.pid]
+        let rounds = 4
+        for round in 1...rounds {
+            let version = round % 2 == 1 ? "b" : "a"
+            try copy.setVersion(version)
+            if round == 2 { try copy.replaceByRename() }
+            let before = connects.succeeded
+            kill(pids.last!, SIGUSR2)
+            let done = eventually(within: 20) { daemon.upgradedPIDs.count == round }
+            try #require(done, "upgrade \(round) did not finish: \(daemon.logText)")
+            let pid = daemon.upgradedPIDs.last!
+            #expect(!pids.contains(pid), "upgrade \(round): the PID did not change")
+            #expect(processIsAlive(pid))
+            #expect(daemon.logText.contains("upgraded: pid \(pid) (directd \(directdVersion) (\(version))) serves now"))
+            pids.append(pid)
+            // The new process serves: new connections keep succeeding.
+            #expect(eventually(within: 10) { connects.succeeded > before + 20 })
+            #expect(try roundTrip(TCPClient(host: "127.0.0.1", port: port), "after \(round)"))
+        }
+        connects.stop()
+        #expect(connects.failed == 0, "refused or cut: \(connects.failed) of \(connects.succeeded + connects.failed); \(connects.lastError)")
+        #expect(connects.succeeded > rounds * 20)
+
+        // The first process still serves the connection it had, to its end.
+        #expect(roundTrip(early, "still here"))
+        #expect(processIsAlive(pids[0]))
+        early.finishSending()
+        #expect(early.receiveAll() == [])
+        #expect(daemon.spawned.waitForExit() == 0, "the first process did not exit after its last connection")
+        // Every process but the last has exited; the last stops as usual.
+        for pid in pids.dropFirst().dropLast() {
+            #expect(eventually(within: 15) { !processIsAlive(pid) }, "pid \(pid) did not exit after handing over")
+        }
+        kill(pids.last!, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pids.last!) })
+        #expect(!daemon.logText.contains("rolled back"))
+    }
+
+    @Test func aMissingBinaryRollsBack() throws {
+        try expectRollback(reason: "cannot start") { copy, _ in try FileManager.default.removeItem(atPath: copy.path) }
+    }
+
+    @Test func aBinaryThatIsNotExecutableRollsBack() throws {
+        try expectRollback(reason: "permission denied") { copy, _ in chmod(copy.path, 0o644) }
+    }
+
+    @Test func aBinaryThatExitsAtStartRollsBack() throws {
+        try expectRollback(reason: "the new process exited with status 3 before it took over") { copy, _ in
+            try copy.replace(with: "#!/bin/sh\nexit 3\n")
+        }
+    }
+
+    @Test func anInvalidConfigRollsBackAndSaysWhy() throws {
+        try expectRollback(reason: "the new process refused: the config is invalid: ") { copy, _ in
+            try Data("{\"options\": {\"bind-interface\": ".utf8).write(to: URL(fileURLWithPath: copy.config))
+        }
+    }
+
+    @Test func aHandoverFormatMismatchRollsBack() throws {
+        try expectRollback(reason: "version mismatch: the new process (directd \(directdVersion) (a)) speaks handover format 99, this one 1",
+                           environment: ["DIRECTD_TEST_HANDOVER_FORMAT": "99"]) { _, _ in }
+    }
+
+    /// The new process is killed in the middle of the handover (the test hook
+    /// holds it once it has the descriptors); a second SIGUSR2 meanwhile is
+    /// ignored; the old process rolls back and serves on, and upgrades later.
+    @Test func aNewProcessKilledMidHandoverRollsBack() throws {
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--config", copy.config], copy: copy, environment: ["DIRECTD_TEST_UPGRADE_STALL": "1"])
+        let session = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        #expect(roundTrip(session, "before"))
+        kill(daemon.pid, SIGUSR2)
+        try #require(daemon.waitForLog("holds the handover until it is killed"), "\(daemon.logText)")
+        kill(daemon.pid, SIGUSR2)
+        #expect(daemon.waitForLog("an upgrade is in progress already; ignored"))
+        let child = try #require(daemon.startedPIDs.last)
+        kill(child, SIGKILL)
+        #expect(daemon.waitForLog("upgrade rolled back: the new process was killed by signal 9 before it took over"), "\(daemon.logText)")
+        #expect(daemon.spawned.isRunning)
+        #expect(roundTrip(session, "after"))
+        #expect(try roundTrip(TCPClient(host: "127.0.0.1", port: daemon.port), "new"))
+        #expect(eventually(within: 10) { !processIsAlive(child) })
+        // No upgrade is in flight any more: the next SIGUSR2 starts one (the
+        // hook holds that one too, and it is killed as well).
+        kill(daemon.pid, SIGUSR2)
+        #expect(eventually(within: 10) { daemon.startedPIDs.count == 2 })
+        if let second = daemon.startedPIDs.last, second != child {
+            #expect(eventually(within: 10) { daemon.logText.components(separatedBy: "holds the handover").count == 3 })
+            kill(second, SIGKILL)
+            #expect(eventually(within: 10) { daemon.logText.components(separatedBy: "upgrade rolled back").count == 3 })
+        }
+        session.finishSending()
+        #expect(session.receiveAll() == [])
+        #expect(daemon.stop() == 0)
+    }
+
+    /// Breaks the upgrade with `breakIt`, sends SIGUSR2, and expects the
+    /// rollback to name `reason`, the old process to serve on (its open
+    /// connection and new ones), and to stop cleanly.
+    private func expectRollback(reason: String, environment: [String: String] = [:],
+                                _ breakIt: (InstalledCopy, UpgradingDaemon) throws -> Void) throws {
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--config", copy.config], copy: copy, environment: environment)
+        let session = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        #expect(roundTrip(session, "before"))
+        try breakIt(copy, daemon)
+        kill(daemon.pid, SIGUSR2)
+        #expect(daemon.waitForLog("upgrade rolled back: ", timeout: 20), "\(daemon.logText)")
+        let line = daemon.logText.split(separator: "\n").first { $0.contains("upgrade rolled back: ") }.map(String.init) ?? ""
+        #expect(line.contains(reason), "\(line)")
+        #expect(line.contains("pid \(daemon.pid) (directd \(directdVersion) (a)) serves on"), "\(line)")
+        #expect(daemon.spawned.isRunning)
+        #expect(daemon.upgradedPIDs.isEmpty)
+        #expect(roundTrip(session, "after"))
+        #expect(try roundTrip(TCPClient(host: "127.0.0.1", port: daemon.port), "new"))
+        session.finishSending()
+        #expect(session.receiveAll() == [])
+        #expect(daemon.stop() == 0)
+    }
+}
+
+/// directd's version as `directd --version` says it (`directd 0.2.0`).
+let directdVersion: String = {
+    let version = (try? runDirectd(["--version"]).stdout) ?? ""
+    return version.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "directd ", with: "")
+}()
+
+/// One echo round trip on an open connection.
+func roundTrip(_ client: TCPClient, _ text: String) -> Bool {
+    let bytes = Array(text.utf8)
+    return client.send(bytes) && client.receive(exactly: bytes.count) == bytes
+}
+
+/// The process runs (it exists and is not a zombie).
+func processIsAlive(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return false }
+    let state = stat[stat.index(close, offsetBy: 2)...].first
+    return state != "Z" && state != "X"
+}
+
+/// directd started from an `InstalledCopy` with a clean signal state
+/// (`Spawned`), its log (and that of every process it upgrades to) in a file.
+final class UpgradingDaemon {
+    let spawned: Spawned
+    let logPath: String
+
+    init(_ arguments: [String], copy: InstalledCopy, environment: [String: String] = [:]) throws {
+        logPath = copy.directory.appendingPathComponent("log").path
+        spawned = try Spawned(arguments, executable: copy.path, stderr: .file(logPath),
+                              environment: copy.environment.merging(environment) { $1 })
+        guard eventually(within: 20, { logText.contains("serving echo") }) else {
+            throw TestFailure("directd did not start: \(logText)")
+        }
+    }
+
+    var pid: Int32 { spawned.pid }
+    var logText: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// The port of the first listener.
+    var port: UInt16 {
+        let line = logText.split(separator: "\n").map(withoutTimestamp).first { $0.hasPrefix("listening on ") }!
+        return UInt16(line.split(separator: ":").last!)!
+    }
+
+    func waitForLog(_ text: String, timeout: Double = 10) -> Bool {
+        eventually(within: timeout) { logText.contains(text) }
+    }
+
+    /// SIGTERM, then the exit status (nil if it did not exit in time).
+    func stop() -> Int32? {
+        spawned.signal(SIGTERM)
+        return spawned.waitForExit()
+    }
+
+    /// The PIDs the log says serve after each upgrade, in order.
+    var upgradedPIDs: [Int32] { pids(after: "upgrade done: upgraded: pid ") }
+    /// The PIDs of the new processes the log says were started.
+    var startedPIDs: [Int32] { pids(after: "upgrade: pid ", in: " started; ") }
+
+    private func pids(after prefix: String, in marker: String = "") -> [Int32] {
+        logText.split(separator: "\n").compactMap { line -> Int32? in
+            guard let range = line.range(of: prefix), marker.isEmpty || line.contains(marker) else { return nil }
+            return Int32(line[range.upperBound...].prefix { $0.isNumber })
+        }
+    }
+}
+
+/// A copy of the debug directd in a directory of its own, as an installed
+/// binary that a package upgrade replaces; with a config file and the test
+/// hook's version file ("a" to begin with). Removed at deinit.
+final class InstalledCopy {
+    let directory: URL
+    let path: String
+    let config: String
+    let versionFile: String
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("directd-upgrade-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        path = directory.appendingPathComponent("directd").path
+        config = directory.appendingPathComponent("directd.json").path
+        versionFile = directory.appendingPathComponent("version").path
+        try FileManager.default.copyItem(atPath: directdPath, toPath: path)
+        try Data("{\"options\": {\"bind-interface\": \"127.0.0.1\", \"port\": \"0\", \"grace\": \"30\"}}".utf8)
+            .write(to: URL(fileURLWithPath: config))
+        try setVersion("a")
+    }
+
+    var environment: [String: String] { ["DIRECTD_TEST_VERSION_FILE": versionFile] }
+
+    func setVersion(_ version: String) throws {
+        try Data("\(version)\n".utf8).write(to: URL(fileURLWithPath: versionFile))
+    }
+
+    /// A new file at the path, renamed over the old one (as dpkg installs).
+    func replaceByRename() throws {
+        let staged = path + ".dpkg-new"
+        try FileManager.default.copyItem(atPath: directdPath, toPath: staged)
+        guard rename(staged, path) == 0 else { throw TestFailure("rename: \(errno)") }
+    }
+
+    /// Another program at the path (a script).
+    func replace(with script: String) throws {
+        let staged = path + ".new"
+        try Data(script.utf8).write(to: URL(fileURLWithPath: staged))
+        chmod(staged, 0o755)
+        guard rename(staged, path) == 0 else { throw TestFailure("rename: \(errno)") }
+    }
+
+    deinit { try? FileManager.default.removeItem(at: directory) }
+}
+
+/// A client that connects in a loop (connect, one echo round trip, close),
+/// counting what succeeded and what was refused or cut. Bounded in count
+/// and time.
+final class EchoConnectLoop: Sendable {
+    let port: UInt16
+    private let ok = Atomic<Int>(0)
+    private let bad = Atomic<Int>(0)
+    private let stopping = Atomic<Bool>(false)
+    private let ended = Atomic<Bool>(false)
+    private let error = Mutex<String>("")
+
+    init(port: UInt16) { self.port = port }
+
+    var succeeded: Int { ok.load(ordering: .relaxed) }
+    var failed: Int { bad.load(ordering: .relaxed) }
+    var lastError: String { error.withLock { $0 } }
+
+    func start() {
+        Thread { [self] in
+            let deadline = Date().addingTimeInterval(300)
+            var count = 0
+            while !stopping.load(ordering: .relaxed), count < 1_000_000, Date() < deadline {
+                count += 1
+                do {
+                    let client = try TCPClient(host: "127.0.0.1", port: port, connectTimeout: 5)
+                    if roundTrip(client, "x") {
+                        ok.add(1, ordering: .relaxed)
+                    } else {
+                        bad.add(1, ordering: .relaxed)
+                        error.withLock { $0 = "round trip \(count) failed: \(String(cString: strerror(errno)))" }
+                    }
+                } catch {
+                    bad.add(1, ordering: .relaxed)
+                    self.error.withLock { $0 = "\(error)" }
+                }
+            }
+            ended.store(true, ordering: .releasing)
+        }.start()
+    }
+
+    /// Stops the loop and waits (bounded) for it to end.
+    func stop() {
+        stopping.store(true, ordering: .relaxed)
+        _ = eventually(within: 15) { ended.load(ordering: .acquiring) }
+    }
+}
