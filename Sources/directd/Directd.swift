@@ -62,6 +62,7 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: OptionTable.all[flag: "log-level"], completion: .list(LogLevel.allCases.map { "\($0)" }))
     var logLevel: String?
     @Option(help: OptionTable.all[flag: "backlog"]) var backlog: String?
+    @Option(help: OptionTable.all[flag: "pid-file"], completion: .file()) var pidFile: String?
 
     /// The flags given, by flag name, read off the `@Option` properties above.
     var flags: [String: String] {
@@ -193,6 +194,7 @@ struct Serve: ParsableCommand {
         server.descriptorStore = store
         server.handedListeners = handed
         server.isUpgrade = upgrade != nil
+        let pidFile = settings.pidFile.isEmpty ? nil : PIDFile(path: settings.pidFile)
         do {
             if let handed, handed.fromSocketUnit {
                 let configured = settings.given.contains(OptionTable.bindInterface.key!)
@@ -208,6 +210,8 @@ struct Serve: ParsableCommand {
             server.measureDescriptors()
             if watchConfig, let path = options.config { try server.watchConfig(at: path) }
             try server.start()
+            // Before the old process hears it may exit: the file names this one first.
+            try pidFile?.write()
             upgrade?.serving()
         } catch {
             upgrade?.refuse("\(error)")
@@ -217,6 +221,7 @@ struct Serve: ParsableCommand {
             throw ExitStatus.report(error)
         }
         server.run()
+        pidFile?.remove(ifItNames: getpid())
         Log.detach()   // closes the log's loop handles; the rest is flushed at exit
         uv_loop_close(server.loop)
     }

@@ -22,7 +22,10 @@ struct UpgradeTests {
     /// before the first upgrade is served to its end by the first process.
     @Test func upgradesInARowRefuseNoConnection() throws {
         let copy = try InstalledCopy()
-        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60"], copy: copy)
+        let pidFile = copy.directory.appendingPathComponent("directd.pid").path
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60",
+                                          "--pid-file", pidFile], copy: copy)
+        #expect(readPID(pidFile) == daemon.pid)
         let port = daemon.port
         let early = try TCPClient(host: "127.0.0.1", port: port)
         #expect(roundTrip(early, "before"))
@@ -46,6 +49,8 @@ struct UpgradeTests {
             #expect(!pids.contains(pid), "upgrade \(round): the PID did not change")
             #expect(processIsAlive(pid))
             #expect(daemon.logText.contains("upgraded: pid \(pid) (directd \(directdVersion) (\(version))) serves now"))
+            // The pid-file names the new process before the old one hears it serves.
+            #expect(readPID(pidFile) == pid)
             pids.append(pid)
             // The new process serves: new connections keep succeeding.
             #expect(eventually(within: 10) { connects.succeeded > before + 20 })
@@ -65,9 +70,20 @@ struct UpgradeTests {
         for pid in pids.dropFirst().dropLast() {
             #expect(eventually(within: 15) { !processIsAlive(pid) }, "pid \(pid) did not exit after handing over")
         }
+        #expect(readPID(pidFile) == pids.last, "an old process that exited removed or rewrote the pid-file")
         kill(pids.last!, SIGTERM)
         #expect(eventually(within: 15) { !processIsAlive(pids.last!) })
+        #expect(!FileManager.default.fileExists(atPath: pidFile), "the last process did not remove its pid-file")
         #expect(!daemon.logText.contains("rolled back"))
+    }
+
+    /// A pid-file that cannot be written ends the start, naming it (78: the
+    /// path is the configuration's).
+    @Test func anUnwritablePIDFileEndsTheStart() throws {
+        let result = try runDirectd(["--bind-interface", "127.0.0.1", "--port", "0",
+                                     "--pid-file", "/nonexistent-directd-dir/directd.pid"])
+        #expect(result.status == 78)
+        #expect(result.stderr.contains("pid-file /nonexistent-directd-dir/directd.pid: cannot create"), "\(result.stderr)")
     }
 
     @Test func aMissingBinaryRollsBack() throws {
@@ -158,6 +174,11 @@ let directdVersion: String = {
     let version = (try? runDirectd(["--version"]).stdout) ?? ""
     return version.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "directd ", with: "")
 }()
+
+/// The PID a pid-file names, if it names one.
+func readPID(_ path: String) -> Int32? {
+    (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+}
 
 /// One echo round trip on an open connection.
 func roundTrip(_ client: TCPClient, _ text: String) -> Bool {
