@@ -172,7 +172,7 @@ struct Serve: ParsableCommand {
         let upgrade = UpgradeReceiver.fromEnvironment()
         let (settings, plan) = try options.plan { upgrade?.refuse("the config is invalid: \($0)") }
         let (inherited, store): ([InheritedSocket]?, FileDescriptorStore)
-        var handed: HandedListeners?
+        var handed: UpgradeReceiver.Handover?
         do {
             (inherited, store) = try options.inheritedSockets(settings, plan: plan)
             handed = try upgrade?.receive()
@@ -192,13 +192,13 @@ struct Serve: ParsableCommand {
         let (file, flags) = (options.config, options.flags)
         server.readSettings = { try Settings.resolve(file: file, flags: flags) }
         server.descriptorStore = store
-        server.handedListeners = handed
+        server.handedListeners = handed?.listeners
         server.isUpgrade = upgrade != nil
         let pidFile = settings.pidFile.isEmpty ? nil : PIDFile(path: settings.pidFile)
         do {
-            if let handed, handed.fromSocketUnit {
+            if let listeners = handed?.listeners, listeners.fromSocketUnit {
                 let configured = settings.given.contains(OptionTable.bindInterface.key!)
-                try server.adopt(SocketActivation.adopt(handed.socketUnitSockets(), plan: configured ? plan : nil))
+                try server.adopt(SocketActivation.adopt(listeners.socketUnitSockets(), plan: configured ? plan : nil))
             } else if let inherited {
                 try server.adopt(inherited)
             } else if settings.bindDynamic {
@@ -206,15 +206,19 @@ struct Serve: ParsableCommand {
             } else {
                 try server.listen(plan)
             }
-            handed?.closeRest()
+            handed?.listeners.closeRest()
             server.measureDescriptors()
+            if let sessions = handed?.sessions { try server.restore(sessions) }
             if watchConfig, let path = options.config { try server.watchConfig(at: path) }
             try server.start()
             // Before the old process hears it may exit: the file names this one first.
             try pidFile?.write()
+            // Read from only now: before this, a refusal leaves every byte to the old process.
+            server.resumeRestoredSessions()
             upgrade?.serving()
         } catch {
             upgrade?.refuse("\(error)")
+            server.abandonRestoredSessions()
             server.stop()
             server.run()   // lets libuv finish closing what did open
             Log.detach()

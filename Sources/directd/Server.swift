@@ -26,13 +26,36 @@ final class Server: SessionHost, ReloadTarget {
         listeners: { [unowned self] in
             (self.source?.listeners ?? [], self.source?.origin == .serviceManager)
         },
-        handedOver: { [unowned self] _ in self.handedOver() },
+        holdSessions: { [unowned self] in
+            self.heldSessions = self.table.sessions.values.filter { $0.holdForUpgrade() }.sorted { $0.id < $1.id }
+        },
+        heldSessionsAreQuiet: { [unowned self] in
+            self.heldSessions.allSatisfy { $0.isClosed || $0.snapshot != nil }
+        },
+        sessionsToHandOver: { [unowned self] in
+            // Those with something still in flight stay here, and drain.
+            let (quiet, busy) = (self.heldSessions.filter { !$0.isClosed && $0.snapshot != nil },
+                                 self.heldSessions.filter { !$0.isClosed && $0.snapshot == nil })
+            busy.forEach { $0.releaseAfterUpgrade() }
+            self.heldSessions = quiet
+            return quiet
+        },
+        releaseSessions: { [unowned self] in
+            let held = self.heldSessions
+            self.heldSessions = []
+            held.forEach { $0.releaseAfterUpgrade() }
+        },
+        handedOver: { [unowned self] outcome in self.handedOver(outcome) },
         notifier: { [unowned self] in self.notifier }))
     /// Listening sockets an upgrade handed this process (it is the new one);
     /// set by the command before listening.
     var handedListeners: HandedListeners?
     /// This process took over from another (`MAINPID=` at readiness).
     var isUpgrade = false
+    /// Sessions held (not reading) while an upgrade may take them.
+    private var heldSessions: [Session] = []
+    /// Sessions an upgrade handed this process, not reading until it serves.
+    private var restored: [Session] = []
     /// Sessions waiting for relay memory, for a rate-limited warning.
     private var memoryWarningAt: UInt64 = 0
     /// The tick's expiries, cut only if they still hold after the next poll.
@@ -300,11 +323,55 @@ final class Server: SessionHost, ReloadTarget {
     /// drains its open connections as a stop does. The service manager hears
     /// nothing more from it: the new process is the main one now, and a
     /// STOPPING=1 would stop the service.
-    private func handedOver() {
+    private func handedOver(_ outcome: UpgradeOutcome) {
         notifier?.close()
         notifier = nil
+        // A plain close: the new process holds the same sockets, so the kernel
+        // sends nothing (no FIN, no reset), and their bytes wait for it there.
+        let moved = heldSessions
+        heldSessions = []
+        for session in moved {
+            session.close(reason: "handed over (\(outcome.reason))")
+        }
         Log.line("handed over: this process stops accepting; \(table.count) connections get \(settings.grace) s to finish here")
         lifecycle.stop(signal: nil, grace: settings.grace)
+    }
+
+    /// Rebuilds the sessions an upgrade handed over (after the listeners);
+    /// they read once `resumeRestoredSessions` says the handover is done.
+    func restore(_ sessions: [HandedSession]) throws(HandoverRefusal) {
+        for handed in sessions {
+            let entry = handed.entry
+            table.continueNumbering(after: entry.id)
+            guard let session = Session(host: self, loop: loop, pool: pool,
+                                        writeQueueLimit: entry.writeQueueLimit, id: entry.id) else {
+                throw HandoverRefusal("cannot create a connection handle for #\(entry.id)")
+            }
+            if let error = session.restore(client: handed.client, upstream: handed.upstream,
+                                           directions: entry.directions.map { ($0.moved, $0.finished) },
+                                           age: entry.age, idle: entry.idle) {
+                session.close(reason: nil)
+                throw HandoverRefusal("cannot take over #\(entry.id): \(error)")
+            }
+            table.insert(session)
+            restored.append(session)
+            Log.info("#\(entry.id) taken over from the old process (\(entry.clientPeer)\(entry.upstream == nil ? ", echo" : " to \(entry.upstreamPeer)"))", category: .opened)
+        }
+    }
+
+    /// The handover is done: the restored sessions read again.
+    func resumeRestoredSessions() {
+        let sessions = restored
+        restored = []
+        sessions.forEach { $0.resumeAfterUpgrade() }
+    }
+
+    /// The handover failed after sessions were restored: they close here
+    /// with a plain close (never a reset: the old process serves them on).
+    func abandonRestoredSessions() {
+        let sessions = restored
+        restored = []
+        sessions.forEach { $0.close(reason: "the handover was refused; the old process keeps it") }
     }
 
     // MARK: stopping

@@ -5,10 +5,11 @@ import Glibc
 import Synchronization
 import Testing
 
-/// In-place upgrades (issue 19, part 1, first step: the listeners move, open
-/// connections drain in the old process): SIGUSR2 starts the binary installed
-/// at directd's path, which takes over the listening sockets; every failure
-/// rolls back and leaves the old process serving as before.
+/// In-place upgrades (issue 19, part 1: the listeners and the copying
+/// sessions move; splicing ones drain in the old process): SIGUSR2 starts the
+/// binary installed at directd's path, which takes over the listening sockets
+/// and the sessions; every failure rolls back and leaves the old process
+/// serving as before, its sessions intact.
 ///
 /// Each test runs its own copy of the debug directd (`InstalledCopy`), so that
 /// it can replace, remove or break the file as a package upgrade would.
@@ -19,7 +20,7 @@ struct UpgradeTests {
     /// was replaced by a rename as dpkg does: every upgrade changes the PID,
     /// the new process reports the new version and serves, a client
     /// connecting in a loop all along is never refused, and a connection open
-    /// before the first upgrade is served to its end by the first process.
+    /// before the first upgrade moves with every upgrade and is served to its end.
     @Test func upgradesInARowRefuseNoConnection() throws {
         let copy = try InstalledCopy()
         let pidFile = copy.directory.appendingPathComponent("directd.pid").path
@@ -60,12 +61,12 @@ struct UpgradeTests {
         #expect(connects.failed == 0, "refused or cut: \(connects.failed) of \(connects.succeeded + connects.failed); \(connects.lastError)")
         #expect(connects.succeeded > rounds * 20)
 
-        // The first process still serves the connection it had, to its end.
+        // The connection open before the first upgrade moved with each one:
+        // it still echoes, and the first process has exited (0) meanwhile.
+        #expect(daemon.spawned.waitForExit() == 0, "the first process did not exit: it kept its connection")
         #expect(roundTrip(early, "still here"))
-        #expect(processIsAlive(pids[0]))
         early.finishSending()
         #expect(early.receiveAll() == [])
-        #expect(daemon.spawned.waitForExit() == 0, "the first process did not exit after its last connection")
         // Every process but the last has exited; the last stops as usual.
         for pid in pids.dropFirst().dropLast() {
             #expect(eventually(within: 15) { !processIsAlive(pid) }, "pid \(pid) did not exit after handing over")
@@ -75,6 +76,69 @@ struct UpgradeTests {
         #expect(eventually(within: 15) { !processIsAlive(pids.last!) })
         #expect(!FileManager.default.fileExists(atPath: pidFile), "the last process did not remove its pid-file")
         #expect(!daemon.logText.contains("rolled back"))
+    }
+
+    /// Relayed sessions (copy mode) move into the new process: several
+    /// streaming both ways through an echo upstream, and some half-closed (the
+    /// client has finished sending; the upstream streams on), across three
+    /// upgrades in a row. Every byte arrives, in order, none twice; no session
+    /// is cut; each old process exits at once, so it held no session.
+    @Test func copyModeSessionsMoveByteExact() throws {
+        let upstream = try TestServer { fd in
+            // The first byte says what to do: "e" echo, "h" read to EOF then stream.
+            var kind: UInt8 = 0
+            guard recv(fd, &kind, 1, 0) == 1 else { return }
+            if kind == UInt8(ascii: "e") { return Behaviour.echo(fd) }
+            _ = Behaviour.drain(fd)
+            _ = sendHashed(fd, count: halfClosedBytes, pause: 40_000)
+            shutdown(fd, Int32(SHUT_WR))
+        }
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60",
+                                          "--forward", "127.0.0.1:\(upstream.port)", "--relay-mode", "copy"], copy: copy)
+        let port = daemon.port
+        let streaming = 6, halfClosed = 2
+        let results = Mutex<[String]>([])
+        let finished = Atomic<Int>(0)
+        for index in 0..<(streaming + halfClosed) {
+            let client = try TCPClient(host: "127.0.0.1", port: port)
+            let echo = index < streaming
+            #expect(client.send([echo ? UInt8(ascii: "e") : UInt8(ascii: "h")]))
+            Thread {
+                let outcome: String
+                if echo {
+                    // A writer and this reader: 1.5 MB each way, 16 KiB every 30 ms (~3 s).
+                    let writer = Thread { _ = sendHashed(client.fd, count: streamingBytes, pause: 30_000); client.finishSending() }
+                    writer.start()
+                    outcome = receiveHashed(client, count: streamingBytes)
+                } else {
+                    client.finishSending()
+                    outcome = receiveHashed(client, count: halfClosedBytes)
+                }
+                results.withLock { $0.append("#\(index): \(outcome)") }
+                finished.add(1, ordering: .releasing)
+            }.start()
+        }
+        usleep(300_000)
+        var pid = daemon.pid
+        for round in 1...3 {
+            kill(pid, SIGUSR2)
+            try #require(eventually(within: 20) { daemon.upgradedPIDs.count == round }, "\(daemon.logText)")
+            let old = pid
+            pid = daemon.upgradedPIDs.last!
+            // The old process handed over every session: nothing keeps it.
+            #expect(eventually(within: 5) { !processIsAlive(old) }, "pid \(old) still runs: it kept sessions")
+            usleep(300_000)
+        }
+        #expect(finished.load(ordering: .acquiring) < streaming + halfClosed, "the transfers ended before the upgrades; the test proves nothing")
+        #expect(eventually(within: 60) { finished.load(ordering: .acquiring) == streaming + halfClosed })
+        let outcomes = results.withLock { $0 }
+        #expect(outcomes.count == streaming + halfClosed)
+        for outcome in outcomes { #expect(outcome.hasSuffix(": exact"), "\(outcome)") }
+        let moved = daemon.logText.split(separator: "\n").filter { $0.contains("upgrade: handing over 1 listeners and \(streaming + halfClosed) sessions") }
+        #expect(moved.count >= 1, "\(daemon.logText.split(separator: "\n").filter { $0.contains("handing over") })")
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
     }
 
     /// A pid-file that cannot be written ends the start, naming it (78: the
@@ -175,6 +239,42 @@ let directdVersion: String = {
     return version.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "directd ", with: "")
 }()
 
+let streamingBytes = 1_500_000
+let halfClosedBytes = 1_000_000
+
+/// A byte of the test stream at `offset`: not periodic over a transfer's
+/// length, so a lost, repeated or reordered run shows.
+func hashed(_ offset: Int) -> UInt8 {
+    var x = UInt64(offset) &* 0x9E37_79B9_7F4A_7C15
+    x ^= x >> 29
+    return UInt8(truncatingIfNeeded: x >> 24)
+}
+
+/// Sends `count` bytes of `hashed`, 16 KiB at a time with `pause` µs between.
+func sendHashed(_ fd: Int32, count: Int, pause: UInt32) -> Bool {
+    Behaviour.flood(fd, count: count, chunkSize: 16 << 10, pause: pause, byte: hashed)
+}
+
+/// Reads until EOF and says "exact" when exactly `count` bytes of `hashed`
+/// came, in order.
+func receiveHashed(_ client: TCPClient, count: Int) -> String {
+    var buffer = [UInt8](repeating: 0, count: 64 << 10)
+    var offset = 0
+    while true {
+        let got = buffer.withUnsafeMutableBytes { recv(client.fd, $0.baseAddress, $0.count, 0) }
+        if got == 0 { break }
+        if got < 0 {
+            if errno == EINTR { continue }
+            return "cut after \(offset) bytes: \(String(cString: strerror(errno)))"
+        }
+        for index in 0..<got {
+            guard buffer[index] == hashed(offset + index) else { return "wrong byte at \(offset + index)" }
+        }
+        offset += got
+    }
+    return offset == count ? "exact" : "\(offset) bytes of \(count)"
+}
+
 /// The PID a pid-file names, if it names one.
 func readPID(_ path: String) -> Int32? {
     (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
@@ -204,7 +304,7 @@ final class UpgradingDaemon {
         logPath = copy.directory.appendingPathComponent("log").path
         spawned = try Spawned(arguments, executable: copy.path, stderr: .file(logPath),
                               environment: copy.environment.merging(environment) { $1 })
-        guard eventually(within: 20, { logText.contains("serving echo") }) else {
+        guard eventually(within: 20, { logText.contains("serving echo") || logText.contains("relaying every connection") }) else {
             throw TestFailure("directd did not start: \(logText)")
         }
     }

@@ -32,10 +32,6 @@ final class HandedListeners {
             }
             waiting.append((fd, entry.name))
         }
-        let named = Set(record.listeners.map(\.descriptor))
-        guard named.count == descriptors.count else {
-            throw HandoverRefusal("\(descriptors.count - named.count) descriptors came that the state does not name")
-        }
     }
 
     /// For `ListenerGroup.takeOver`: the handed-over socket for `target`, once.

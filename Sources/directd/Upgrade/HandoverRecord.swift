@@ -7,10 +7,14 @@
 /// session count (u32), then each listener: its descriptor's index among those
 /// sent (u32) and where it listens as its fdstore name (a string:
 /// `tcp-127.0.0.1-21118`, with `-dev-eth0` when bound to a device; see
-/// `StoredListenerName`). Strings are a u32 length and UTF-8 bytes.
+/// `StoredListenerName`), then each session (`SessionEntry.encode`). Strings
+/// are a u32 length and UTF-8 bytes.
 ///
-/// This version hands over listeners only: open sessions stay with the old
-/// process, which drains them. A record with sessions is refused.
+/// Sessions are those that relay or echo by copying and had nothing in
+/// flight when they were held (no byte queued towards a side, no shutdown
+/// pending): their whole state is their sockets, counters and half-closes.
+/// The others (splicing, connecting, with writes that did not drain in time)
+/// stay with the old process, which drains them.
 struct HandoverRecord: Equatable {
     /// The version both sides must speak; the new process says its own in its
     /// hello, and a different one rolls the upgrade back.
@@ -30,7 +34,96 @@ struct HandoverRecord: Equatable {
     var fromSocketUnit: Bool
     var descriptorCount: Int
     var listeners: [ListenerEntry]
-    var sessionCount: Int = 0
+    var sessions: [SessionEntry] = []
+
+    /// One handed-over session.
+    struct SessionEntry: Equatable {
+        let id: UInt64
+        /// Milliseconds since it opened, and since its last byte.
+        let age: UInt64
+        let idle: UInt64
+        /// The write-queue-limit in force for it.
+        let writeQueueLimit: Int
+        let client: Int
+        /// Where its sockets are bound and connected, as `SocketAddress` prints them.
+        let clientLocal: String
+        let clientPeer: String
+        /// nil for an echo.
+        let upstream: Int?
+        let upstreamLocal: String
+        let upstreamPeer: String
+        /// Per direction (client to upstream first): bytes moved, and whether
+        /// its source's EOF was passed on (half-closed).
+        let directions: [Direction]
+
+        struct Direction: Equatable {
+            let moved: UInt64
+            let finished: Bool
+        }
+
+        static let noDescriptor = UInt32.max
+
+        func encode(into writer: inout ByteWriter) {
+            writer.u64(id)
+            writer.u64(age)
+            writer.u64(idle)
+            writer.u64(UInt64(writeQueueLimit))
+            writer.u32(UInt32(client))
+            writer.string(clientLocal)
+            writer.string(clientPeer)
+            writer.u32(upstream.map(UInt32.init) ?? Self.noDescriptor)
+            writer.string(upstreamLocal)
+            writer.string(upstreamPeer)
+            writer.u32(UInt32(directions.count))
+            for direction in directions {
+                writer.u64(direction.moved)
+                writer.u32(direction.finished ? 1 : 0)
+            }
+        }
+
+        init(decoding reader: inout ByteReader, descriptorCount: Int) throws(HandoverRefusal) {
+            id = try reader.u64()
+            age = try reader.u64()
+            idle = try reader.u64()
+            let limit = try reader.u64()
+            guard limit > 0, limit <= UInt64(Int32.max) else { throw HandoverRefusal("session #\(id) has a write queue limit of \(limit)") }
+            writeQueueLimit = Int(limit)
+            client = Int(try reader.u32())
+            clientLocal = try reader.string()
+            clientPeer = try reader.string()
+            let upstreamIndex = try reader.u32()
+            upstream = upstreamIndex == Self.noDescriptor ? nil : Int(upstreamIndex)
+            upstreamLocal = try reader.string()
+            upstreamPeer = try reader.string()
+            let count = Int(try reader.u32())
+            guard count == (upstream == nil ? 1 : 2) else { throw HandoverRefusal("session #\(id) has \(count) directions") }
+            var directions: [Direction] = []
+            for _ in 0..<count {
+                let moved = try reader.u64()
+                directions.append(Direction(moved: moved, finished: try reader.u32() != 0))
+            }
+            self.directions = directions
+            guard client < descriptorCount, (upstream ?? 0) < descriptorCount else {
+                throw HandoverRefusal("session #\(id) names a descriptor past the \(descriptorCount) sent")
+            }
+            guard !directions.allSatisfy(\.finished) else { throw HandoverRefusal("session #\(id) has ended") }
+        }
+
+        init(id: UInt64, age: UInt64, idle: UInt64, writeQueueLimit: Int, client: Int, clientLocal: String,
+             clientPeer: String, upstream: Int?, upstreamLocal: String, upstreamPeer: String, directions: [Direction]) {
+            self.id = id
+            self.age = age
+            self.idle = idle
+            self.writeQueueLimit = writeQueueLimit
+            self.client = client
+            self.clientLocal = clientLocal
+            self.clientPeer = clientPeer
+            self.upstream = upstream
+            self.upstreamLocal = upstreamLocal
+            self.upstreamPeer = upstreamPeer
+            self.directions = directions
+        }
+    }
 
     func encoded() -> [UInt8] {
         var writer = ByteWriter()
@@ -39,11 +132,12 @@ struct HandoverRecord: Equatable {
         writer.u32(fromSocketUnit ? 1 : 0)
         writer.u32(UInt32(descriptorCount))
         writer.u32(UInt32(listeners.count))
-        writer.u32(UInt32(sessionCount))
+        writer.u32(UInt32(sessions.count))
         for listener in listeners {
             writer.u32(UInt32(listener.descriptor))
             writer.string(listener.name.description)
         }
+        for session in sessions { session.encode(into: &writer) }
         return writer.data
     }
 
@@ -58,8 +152,8 @@ struct HandoverRecord: Equatable {
         fromSocketUnit = try reader.u32() & 1 != 0
         descriptorCount = Int(try reader.u32())
         let listenerCount = Int(try reader.u32())
-        sessionCount = Int(try reader.u32())
-        guard listenerCount <= descriptorCount, descriptorCount <= data.count else {
+        let sessionCount = Int(try reader.u32())
+        guard listenerCount <= descriptorCount, descriptorCount <= data.count, sessionCount <= data.count else {
             throw HandoverRefusal("the state record's counts do not add up")
         }
         listeners = []
@@ -72,13 +166,18 @@ struct HandoverRecord: Equatable {
             }
             listeners.append(ListenerEntry(descriptor: index, name: name))
         }
+        sessions = []
+        for _ in 0..<sessionCount {
+            sessions.append(try SessionEntry(decoding: &reader, descriptorCount: descriptorCount))
+        }
         guard reader.atEnd else { throw HandoverRefusal("the state record has bytes past its end") }
     }
 
-    init(fromSocketUnit: Bool, descriptorCount: Int, listeners: [ListenerEntry]) {
+    init(fromSocketUnit: Bool, descriptorCount: Int, listeners: [ListenerEntry], sessions: [SessionEntry]) {
         self.fromSocketUnit = fromSocketUnit
         self.descriptorCount = descriptorCount
         self.listeners = listeners
+        self.sessions = sessions
     }
 }
 
@@ -93,6 +192,9 @@ struct ByteWriter {
     private(set) var data: [UInt8] = []
     mutating func bytes(_ bytes: [UInt8]) { data += bytes }
     mutating func u32(_ value: UInt32) {
+        withUnsafeBytes(of: value.littleEndian) { data += $0 }
+    }
+    mutating func u64(_ value: UInt64) {
         withUnsafeBytes(of: value.littleEndian) { data += $0 }
     }
     mutating func string(_ text: String) {
@@ -117,6 +219,9 @@ struct ByteReader {
     mutating func u32() throws(HandoverRefusal) -> UInt32 {
         guard let bytes = bytes(4) else { throw HandoverRefusal("the state record ends early") }
         return bytes.reversed().reduce(0) { $0 << 8 | UInt32($1) }
+    }
+    mutating func u64() throws(HandoverRefusal) -> UInt64 {
+        UInt64(try u32()) | UInt64(try u32()) << 32
     }
     mutating func string() throws(HandoverRefusal) -> String {
         let count = Int(try u32())

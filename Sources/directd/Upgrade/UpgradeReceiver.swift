@@ -40,8 +40,14 @@ final class UpgradeReceiver {
         self.channel = channel
     }
 
+    /// What a handover gave this process, checked.
+    struct Handover {
+        let listeners: HandedListeners
+        let sessions: [HandedSession]
+    }
+
     /// Says hello, then receives and checks the state and its descriptors.
-    func receive() throws(HandoverRefusal) -> HandedListeners {
+    func receive() throws(HandoverRefusal) -> Handover {
         guard let channel else { throw HandoverRefusal("the handover channel is closed") }
         let start = ServiceNotifier.monotonicMicroseconds() / 1000
         guard channel.send(HandoverMessage.hello(format: BuildIdentity.handoverFormat, version: BuildIdentity.version).text,
@@ -76,9 +82,6 @@ final class UpgradeReceiver {
             let record = try HandoverRecord(decoding: try SealedStateFile.read(stateFiles[0]))
             Glibc.close(stateFiles[0])
             received = []
-            guard record.sessionCount == 0 else {
-                throw HandoverRefusal("the state has \(record.sessionCount) sessions; this directd takes over listeners only")
-            }
             for _ in 0..<batches {
                 let (message, descriptors) = try next()
                 received += descriptors
@@ -89,8 +92,15 @@ final class UpgradeReceiver {
             guard received.count == record.descriptorCount else {
                 throw HandoverRefusal("the state names \(record.descriptorCount) descriptors, \(received.count) came")
             }
+            // Each descriptor named once, by a listener or a session.
+            let named = record.listeners.map(\.descriptor) + record.sessions.flatMap { [$0.client] + ($0.upstream.map { [$0] } ?? []) }
+            guard Set(named).count == named.count, named.count == received.count else {
+                throw HandoverRefusal("the state names \(named.count) descriptors (\(Set(named).count) different ones), \(received.count) came")
+            }
             Self.stallForTests()
-            return try HandedListeners(record: record, descriptors: received)
+            var sessions: [HandedSession] = []
+            for entry in record.sessions { sessions.append(try HandedSession(entry, descriptors: received)) }
+            return Handover(listeners: try HandedListeners(record: record, descriptors: received), sessions: sessions)
         } catch {
             received.forEach { _ = Glibc.close($0) }   // copies: the running process keeps its own
             throw error

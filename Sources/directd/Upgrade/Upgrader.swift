@@ -47,6 +47,14 @@ final class Upgrader {
     struct Actions {
         /// The listeners now, and whether they came from a socket unit.
         var listeners: () -> (listeners: [Listener], fromSocketUnit: Bool)
+        /// Stop reading on every session that can be handed over.
+        var holdSessions: () -> Void
+        /// Every held session has nothing in flight (or has closed).
+        var heldSessionsAreQuiet: () -> Bool
+        /// The held sessions to hand over (the others read again, and stay).
+        var sessionsToHandOver: () -> [Session]
+        /// A rollback: the held sessions read again.
+        var releaseSessions: () -> Void
         /// The new process serves: stop without touching what it holds.
         var handedOver: (UpgradeOutcome) -> Void
         /// Told RELOADING=1 at the start, READY=1 after a rollback.
@@ -182,7 +190,7 @@ final class Upgrader {
                 }
                 handedVersion = version
                 Log.info("upgrade: pid \(process?.pid ?? 0) is \(LogEscaping.escaped(version)); handing over")
-                sendState()
+                holdSessions()
             case .serving(let pid) where sentState:
                 finish(.upgraded(pid: pid, version: ""))
             case .refused(let why):
@@ -192,9 +200,36 @@ final class Upgrader {
             }
         }
 
+        /// Stops reading on the sessions, and waits (at most `quietLimit` ms)
+        /// until what they have queued is written: then they hold nothing but
+        /// their sockets and counters.
+        private func holdSessions() {
+            upgrader.actions.holdSessions()
+            heldSessions = true
+            var waited: UInt64 = 0
+            guard !upgrader.actions.heldSessionsAreQuiet() else { return sendState() }
+            do throws(UVError) {
+                quietTimer = try LoopTimer(loop: upgrader.loop, everyMilliseconds: Self.quietTick) { [unowned self] in
+                    waited += Self.quietTick
+                    guard self.upgrader.actions.heldSessionsAreQuiet() || waited >= Self.quietLimit else { return }
+                    self.quietTimer?.close()
+                    self.quietTimer = nil
+                    self.sendState()
+                }
+            } catch {
+                rollBack("cannot start a timer: \(error)")
+            }
+        }
+
+        private var quietTimer: LoopTimer?
+        private var heldSessions = false
+        private static let quietTick: UInt64 = 5
+        /// Sessions whose writes have not drained by then stay with the old process.
+        static let quietLimit: UInt64 = 500
+
         /// The state file, then the descriptors in batches.
         private func sendState() {
-            guard let channel else { return }
+            guard !done, let channel else { return }
             let (listeners, fromSocketUnit) = upgrader.actions.listeners()
             var descriptors: [Int32] = []
             var entries: [HandoverRecord.ListenerEntry] = []
@@ -204,7 +239,27 @@ final class Upgrader {
                                      name: StoredListenerName(address: listener.address, device: listener.target.device)))
                 descriptors.append(fd)
             }
-            let record = HandoverRecord(fromSocketUnit: fromSocketUnit, descriptorCount: descriptors.count, listeners: entries)
+            var sessions: [HandoverRecord.SessionEntry] = []
+            let now = uv_now(upgrader.loop)
+            for session in upgrader.actions.sessionsToHandOver() {
+                guard let snapshot = session.snapshot, let client = HandedSession.addresses(of: snapshot.client) else { continue }
+                let upstream = snapshot.upstream.flatMap(HandedSession.addresses(of:))
+                if snapshot.upstream != nil, upstream == nil { continue }
+                let clientIndex = descriptors.count
+                descriptors.append(snapshot.client)
+                let upstreamIndex = snapshot.upstream.map { fd -> Int in
+                    descriptors.append(fd)
+                    return descriptors.count - 1
+                }
+                sessions.append(.init(id: session.id, age: now - min(now, session.opened), idle: now - min(now, session.lastActivity),
+                                      writeQueueLimit: session.writeQueueLimit, client: clientIndex,
+                                      clientLocal: client.local, clientPeer: client.peer, upstream: upstreamIndex,
+                                      upstreamLocal: upstream?.local ?? "", upstreamPeer: upstream?.peer ?? "",
+                                      directions: snapshot.directions.map { .init(moved: $0.moved, finished: $0.finished) }))
+            }
+            let record = HandoverRecord(fromSocketUnit: fromSocketUnit, descriptorCount: descriptors.count,
+                                        listeners: entries, sessions: sessions)
+            Log.info("upgrade: handing over \(entries.count) listeners and \(sessions.count) sessions")
             let stateFile: Int32
             switch SealedStateFile.make(record.encoded()) {
             case .failure(let problem): return rollBack("\(problem)")
@@ -235,6 +290,7 @@ final class Upgrader {
             done = true
             watcher?.close()
             timer?.close()
+            quietTimer?.close()
             channel?.close()
             channel = nil
             if case .upgraded(let pid, _) = outcome {
@@ -244,6 +300,7 @@ final class Upgrader {
                 return
             }
             process?.kill()
+            if heldSessions { upgrader.actions.releaseSessions() }
             upgrader.finished(self, outcome)
         }
 
