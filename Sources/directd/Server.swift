@@ -347,6 +347,7 @@ final class Server: SessionHost, ReloadTarget {
                                         writeQueueLimit: entry.writeQueueLimit, id: entry.id) else {
                 throw HandoverRefusal("cannot create a connection handle for #\(entry.id)")
             }
+            session.relayStrategy = relay
             if let error = session.restore(client: handed.client, upstream: handed.upstream,
                                            directions: entry.directions.map { ($0.moved, $0.finished) },
                                            age: entry.age, idle: entry.idle) {

@@ -78,12 +78,14 @@ struct UpgradeTests {
         #expect(!daemon.logText.contains("rolled back"))
     }
 
-    /// Relayed sessions (copy mode) move into the new process: several
-    /// streaming both ways through an echo upstream, and some half-closed (the
-    /// client has finished sending; the upstream streams on), across three
-    /// upgrades in a row. Every byte arrives, in order, none twice; no session
-    /// is cut; each old process exits at once, so it held no session.
-    @Test func copyModeSessionsMoveByteExact() throws {
+    /// Relayed sessions move into the new process, in each relay mode:
+    /// several streaming both ways through an echo upstream, and some
+    /// half-closed (the client has finished sending; the upstream streams on),
+    /// across three upgrades in a row. Every byte arrives, in order, none
+    /// twice; no session is cut; each old process exits at once, so it held no
+    /// session.
+    @Test(arguments: ["copy", "splice", "auto"])
+    func sessionsMoveByteExact(relayMode: String) throws {
         let upstream = try TestServer { fd in
             // The first byte says what to do: "e" echo, "h" read to EOF then stream.
             var kind: UInt8 = 0
@@ -95,7 +97,7 @@ struct UpgradeTests {
         }
         let copy = try InstalledCopy()
         let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60",
-                                          "--forward", "127.0.0.1:\(upstream.port)", "--relay-mode", "copy"], copy: copy)
+                                          "--forward", "127.0.0.1:\(upstream.port)", "--relay-mode", relayMode], copy: copy)
         let port = daemon.port
         let streaming = 6, halfClosed = 2
         let results = Mutex<[String]>([])

@@ -87,20 +87,16 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
 
     // MARK: upgrades
 
-    /// Stops reading for a handover; what is queued still goes out.
     func hold() {
         held = true
         uv_read_stop(source)
     }
 
-    /// Nothing in flight: no byte queued towards the sink, no shutdown
-    /// pending, no wait for a chunk. Its whole state is then its counters and
-    /// whether it has finished.
+    /// No byte queued towards the sink, no shutdown pending, no wait for a chunk.
     var isQuiescent: Bool {
         uv_stream_get_write_queue_size(sink) == 0 && !waitingForChunk && (shutdownRequest == nil || finished)
     }
 
-    /// Reads again after a handover that did not happen (or did not take this session).
     func release() -> UVError? {
         held = false
         guard !finished, shutdownRequest == nil, !waitingForChunk else { return nil }

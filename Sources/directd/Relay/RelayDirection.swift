@@ -25,6 +25,15 @@ protocol RelayDirection: AnyObject {
     /// Descriptors this direction holds besides the connection's two sockets
     /// (a splice pipe would hold two), for the descriptor budget.
     var descriptorsUsed: Int { get }
+
+    /// Stops reading for an upgrade's handover; what it holds still goes out
+    /// to the sink, and nothing restarts the reading until `release`.
+    func hold()
+    /// Nothing in flight (no byte held for the sink, no half-close pending):
+    /// its whole state is `bytesMoved` and `finished`.
+    var isQuiescent: Bool { get }
+    /// Reads again: the handover did not happen, or did not take the session.
+    func release() -> UVError?
 }
 
 extension UVError {

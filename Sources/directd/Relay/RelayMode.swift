@@ -39,14 +39,22 @@ final class RelayStrategy {
     /// more descriptors than a copying one until bytes flow; its pipes (and a
     /// duplicate of a full sink) are taken from the pool as they are needed,
     /// and a direction that cannot have them copies instead.
+    ///
+    /// `states`: the bytes moved and half-closes of a session an upgrade
+    /// handed over (client to upstream first); its directions continue from them.
     func directions(for session: Session, client: UnsafeMutablePointer<uv_stream_t>,
-                    upstream: UnsafeMutablePointer<uv_stream_t>) -> [any RelayDirection] {
+                    upstream: UnsafeMutablePointer<uv_stream_t>,
+                    states: [(moved: UInt64, finished: Bool)] = [(0, false), (0, false)]) -> [any RelayDirection] {
         if mode != .copy,
-           let toUpstream = SpliceDirection(session: session, source: client, sink: upstream, pipes: pipes, mode: mode),
-           let toClient = SpliceDirection(session: session, source: upstream, sink: client, pipes: pipes, mode: mode) {
+           let toUpstream = SpliceDirection(session: session, source: client, sink: upstream, pipes: pipes, mode: mode,
+                                            alreadyMoved: states[0].moved, finished: states[0].finished),
+           let toClient = SpliceDirection(session: session, source: upstream, sink: client, pipes: pipes, mode: mode,
+                                          alreadyMoved: states[1].moved, finished: states[1].finished) {
             return [toUpstream, toClient]
         }
-        return [CopyDirection(session: session, source: client, sink: upstream),
-                CopyDirection(session: session, source: upstream, sink: client)]
+        return [CopyDirection(session: session, source: client, sink: upstream,
+                              alreadyMoved: states[0].moved, finished: states[0].finished),
+                CopyDirection(session: session, source: upstream, sink: client,
+                              alreadyMoved: states[1].moved, finished: states[1].finished)]
     }
 }

@@ -245,36 +245,34 @@ final class Session {
         let directions: [(moved: UInt64, finished: Bool)]
     }
 
-    /// The copying directions, when the session can be handed over: started,
-    /// not connecting, every direction a copying one (splicing ones hold bytes
-    /// in pipes and stay with the old process for now).
-    private var copyDirections: [CopyDirection]? {
+    /// The directions, when the session can be handed over: started, not
+    /// connecting, not closed.
+    private var handoverDirections: [any RelayDirection]? {
         guard !isClosed, !connecting, !directions.isEmpty else { return nil }
-        let copying = directions.compactMap { $0 as? CopyDirection }
-        return copying.count == directions.count ? copying : nil
+        return directions
     }
 
     /// Stops reading on both sides for a handover; false (nothing changed)
     /// when the session cannot be handed over.
     func holdForUpgrade() -> Bool {
-        guard let copying = copyDirections else { return false }
-        copying.forEach { $0.hold() }
+        guard let held = handoverDirections else { return false }
+        held.forEach { $0.hold() }
         return true
     }
 
     /// Held, and nothing in flight: its state is the snapshot's.
     var snapshot: Snapshot? {
-        guard let copying = copyDirections, copying.allSatisfy(\.isQuiescent) else { return nil }
+        guard let held = handoverDirections, held.allSatisfy(\.isQuiescent) else { return nil }
         var clientFD: uv_os_fd_t = -1, upstreamFD: uv_os_fd_t = -1
         guard uv_fileno(HandleStorage.base(client), &clientFD) == 0 else { return nil }
         if let upstream, uv_fileno(HandleStorage.base(upstream), &upstreamFD) != 0 { return nil }
         return Snapshot(relaying: upstream != nil, client: clientFD, upstream: upstream == nil ? nil : upstreamFD,
-                        directions: copying.map { ($0.bytesMoved, $0.finished) })
+                        directions: held.map { ($0.bytesMoved, $0.finished) })
     }
 
     /// Reads again: the handover did not happen, or did not take this session.
     func releaseAfterUpgrade() {
-        for direction in copyDirections ?? [] {
+        for direction in handoverDirections ?? [] {
             if let error = direction.release() { return fail(error, side: direction.source) }
         }
     }
@@ -309,10 +307,9 @@ final class Session {
         if let error = UVError.check(uv_tcp_open(handle, upstreamFD)) { return error }
         uv_tcp_nodelay(handle, 1)
         let upstreamStream = HandleStorage.stream(handle)
-        directions = [CopyDirection(session: self, source: clientStream, sink: upstreamStream,
-                                    alreadyMoved: states[0].moved, finished: states[0].finished),
-                      CopyDirection(session: self, source: upstreamStream, sink: clientStream,
-                                    alreadyMoved: states[1].moved, finished: states[1].finished)]
+        // As this process's relay-mode says (the pipes were empty when held).
+        guard let relayStrategy else { return .invalidArgument }
+        directions = relayStrategy.directions(for: self, client: clientStream, upstream: upstreamStream, states: states)
         return nil
     }
 

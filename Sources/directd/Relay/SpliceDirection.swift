@@ -66,6 +66,8 @@ final class SpliceDirection: RelayDirection {
     /// a kernel that cannot splice these sockets.
     private var splicedOnce = false
     private var stopped = false
+    /// Held for an upgrade (see `RelayDirection.hold`).
+    private var held = false
     /// The last read from the source was small (an interactive message): the
     /// socket very likely has nothing more, and the level-triggered watcher
     /// says if it has. In `auto` mode, the next read is then a plain `recv`
@@ -88,8 +90,10 @@ final class SpliceDirection: RelayDirection {
     private static let flags = UInt32(CUV_SPLICE_F_MOVE | CUV_SPLICE_F_NONBLOCK)
 
     /// nil when a handle has no descriptor (it cannot then be spliced).
+    /// `alreadyMoved` and `finished`: the state of a direction an upgrade
+    /// handed over (its pipe was empty then).
     init?(session: Session, source: UnsafeMutablePointer<uv_stream_t>, sink: UnsafeMutablePointer<uv_stream_t>,
-          pipes: PipePool, mode: RelayMode) {
+          pipes: PipePool, mode: RelayMode, alreadyMoved: UInt64 = 0, finished: Bool = false) {
         var from: uv_os_fd_t = -1, to: uv_os_fd_t = -1
         guard uv_fileno(HandleStorage.base(source), &from) == 0,
               uv_fileno(HandleStorage.base(sink), &to) == 0 else { return nil }
@@ -102,6 +106,30 @@ final class SpliceDirection: RelayDirection {
         self.mode = mode
         copiesSmallMessages = mode == .auto
         lastReadWasSmall = copiesSmallMessages
+        bytesMoved = alreadyMoved
+        self.finished = finished
+    }
+
+    // MARK: upgrades
+
+    func hold() {
+        held = true
+        if reading {
+            reading = false
+            uv_read_stop(source)
+        }
+        // A pipe with bytes drains on (the sink watcher); an empty one goes back.
+        if inPipe == 0 { releasePipe() }
+    }
+
+    var isQuiescent: Bool {
+        pipe == nil && inPipe == 0 && sinkWatcher == nil && (finished || !sourceEnded)
+    }
+
+    func release() -> UVError? {
+        held = false
+        guard !finished, !stopped, inPipe == 0 else { return nil }   // a pipe still draining reads on by itself
+        return waitForSource()
     }
 
     func start() -> UVError? {
@@ -158,6 +186,11 @@ final class SpliceDirection: RelayDirection {
                 }
             }
             if sourceEnded { return endOfSource() }
+            if held {
+                // Drained: nothing more is read until `release`.
+                releasePipe()
+                return
+            }
             if pipe == nil {
                 // Room for the pipe and for a sink watcher, should the sink fill.
                 guard pipes.hasRoom(3), let taken = pipes.take() else { return handOverToCopying(reason: nil) }
@@ -270,7 +303,7 @@ final class SpliceDirection: RelayDirection {
     /// Reads nothing, but is told when the source is readable (see the type's comment).
     private func waitForSource() -> UVError? {
         if let sinkWatcher, let error = sinkWatcher.watch(false) { return error }
-        guard !reading else { return nil }
+        guard !reading, !held else { return nil }
         reading = true
         let error = UVError.check(uv_read_start(source, { _, _, buf in
             buf!.pointee = uv_buf_init(nil, 0)   // no buffer: libuv reads nothing
