@@ -294,6 +294,10 @@ final class Server: SessionHost, ReloadTarget {
     private func tick(_ now: UInt64) {
         gate.tick(now: now, needed: descriptorsPerSession, open: table.count)
         pool.trim()
+        // Held sessions read nothing while an upgrade runs (at most its
+        // deadline): their idle time is not theirs, and a reset would reach
+        // sockets the new process may hold already.
+        guard !upgrader.inProgress else { return }
         expiries.propose(table.expired(at: now, connectLimit: UInt64(settings.connectTimeout * 1000),
                                        idleLimit: UInt64(settings.idleTimeout * 1000)))
     }

@@ -86,41 +86,12 @@ struct UpgradeTests {
     /// session.
     @Test(arguments: ["copy", "splice", "auto"])
     func sessionsMoveByteExact(relayMode: String) throws {
-        let upstream = try TestServer { fd in
-            // The first byte says what to do: "e" echo, "h" read to EOF then stream.
-            var kind: UInt8 = 0
-            guard recv(fd, &kind, 1, 0) == 1 else { return }
-            if kind == UInt8(ascii: "e") { return Behaviour.echo(fd) }
-            _ = Behaviour.drain(fd)
-            _ = sendHashed(fd, count: halfClosedBytes, pause: 40_000)
-            shutdown(fd, Int32(SHUT_WR))
-        }
+        let upstream = try streamingUpstream()
         let copy = try InstalledCopy()
         let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60",
                                           "--forward", "127.0.0.1:\(upstream.port)", "--relay-mode", relayMode], copy: copy)
-        let port = daemon.port
         let streaming = 6, halfClosed = 2
-        let results = Mutex<[String]>([])
-        let finished = Atomic<Int>(0)
-        for index in 0..<(streaming + halfClosed) {
-            let client = try TCPClient(host: "127.0.0.1", port: port)
-            let echo = index < streaming
-            #expect(client.send([echo ? UInt8(ascii: "e") : UInt8(ascii: "h")]))
-            Thread {
-                let outcome: String
-                if echo {
-                    // A writer and this reader: 1.5 MB each way, 16 KiB every 30 ms (~3 s).
-                    let writer = Thread { _ = sendHashed(client.fd, count: streamingBytes, pause: 30_000); client.finishSending() }
-                    writer.start()
-                    outcome = receiveHashed(client, count: streamingBytes)
-                } else {
-                    client.finishSending()
-                    outcome = receiveHashed(client, count: halfClosedBytes)
-                }
-                results.withLock { $0.append("#\(index): \(outcome)") }
-                finished.add(1, ordering: .releasing)
-            }.start()
-        }
+        let streams = try Streams(port: daemon.port, streaming: streaming, halfClosed: halfClosed)
         usleep(300_000)
         var pid = daemon.pid
         for round in 1...3 {
@@ -132,13 +103,65 @@ struct UpgradeTests {
             #expect(eventually(within: 5) { !processIsAlive(old) }, "pid \(old) still runs: it kept sessions")
             usleep(300_000)
         }
-        #expect(finished.load(ordering: .acquiring) < streaming + halfClosed, "the transfers ended before the upgrades; the test proves nothing")
-        #expect(eventually(within: 60) { finished.load(ordering: .acquiring) == streaming + halfClosed })
-        let outcomes = results.withLock { $0 }
-        #expect(outcomes.count == streaming + halfClosed)
-        for outcome in outcomes { #expect(outcome.hasSuffix(": exact"), "\(outcome)") }
+        streams.expectExact()
         let moved = daemon.logText.split(separator: "\n").filter { $0.contains("upgrade: handing over 1 listeners and \(streaming + halfClosed) sessions") }
         #expect(moved.count >= 1, "\(daemon.logText.split(separator: "\n").filter { $0.contains("handing over") })")
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
+    /// Sessions streaming through a splicing relay while the new process is
+    /// killed in the middle of the handover (it holds their sockets then):
+    /// the old process lets them read again where they stopped, and every
+    /// transfer completes byte-exact in it.
+    @Test func aRollbackLeavesStreamingSessionsIntact() throws {
+        let upstream = try streamingUpstream()
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--forward",
+                                          "127.0.0.1:\(upstream.port)", "--relay-mode", "splice"],
+                                         copy: copy, environment: ["DIRECTD_TEST_UPGRADE_STALL": "1"])
+        let streams = try Streams(port: daemon.port, streaming: 4, halfClosed: 2)
+        usleep(300_000)
+        kill(daemon.pid, SIGUSR2)
+        try #require(daemon.waitForLog("holds the handover until it is killed"), "\(daemon.logText)")
+        #expect(daemon.logText.contains("upgrade: handing over 1 listeners and 6 sessions"), "\(daemon.logText)")
+        usleep(300_000)   // the sessions wait, held, with bytes arriving
+        kill(try #require(daemon.startedPIDs.last), SIGKILL)
+        #expect(daemon.waitForLog("upgrade rolled back: the new process was killed by signal 9"), "\(daemon.logText)")
+        streams.expectExact()
+        #expect(daemon.spawned.isRunning)
+        #expect(daemon.stop() == 0)
+    }
+
+    /// Under a service manager: RELOADING=1 from the old process when the
+    /// upgrade starts, then MAINPID=<new pid> with READY=1 from the new one,
+    /// and never STOPPING=1 (the old one drains silently); a rollback ends
+    /// its RELOADING=1 with READY=1.
+    @Test func theServiceManagerHearsTheNewMainProcess() throws {
+        let manager = try FakeFDStore()
+        defer { manager.shutdown() }
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--config", copy.config], copy: copy, environment: ["NOTIFY_SOCKET": manager.name])
+        #expect(manager.wait { $0.contains("READY=1") }, "\(manager.messages)")
+        kill(daemon.pid, SIGUSR2)
+        try #require(eventually(within: 20) { daemon.upgradedPIDs.count == 1 }, "\(daemon.logText)")
+        let pid = daemon.upgradedPIDs[0]
+        #expect(manager.wait { $0.contains("MAINPID=\(pid)\nREADY=1") }, "\(manager.messages)")
+        #expect(daemon.spawned.waitForExit() == 0)
+        let messages = manager.messages
+        let reloading = messages.firstIndex { $0.hasPrefix("RELOADING=1\nMONOTONIC_USEC=") }
+        let ready = messages.firstIndex(of: "MAINPID=\(pid)\nREADY=1")
+        #expect(reloading != nil && ready != nil && reloading! < ready!, "\(messages)")
+        #expect(!messages.contains("STOPPING=1"), "the old process told the manager it stops: \(messages)")
+
+        // A rollback (the binary gone) frames its attempt with RELOADING=1 and READY=1.
+        try FileManager.default.removeItem(atPath: copy.path)
+        let before = manager.messages.count
+        kill(pid, SIGUSR2)
+        #expect(daemon.waitForLog("upgrade rolled back: "), "\(daemon.logText)")
+        #expect(manager.wait { Array($0.dropFirst(before)).contains("READY=1") }, "\(manager.messages)")
+        let after = Array(manager.messages.dropFirst(before))
+        #expect(after.first?.hasPrefix("RELOADING=1") == true, "\(after)")
         kill(pid, SIGTERM)
         #expect(eventually(within: 15) { !processIsAlive(pid) })
     }
@@ -275,6 +298,60 @@ func receiveHashed(_ client: TCPClient, count: Int) -> String {
         offset += got
     }
     return offset == count ? "exact" : "\(offset) bytes of \(count)"
+}
+
+/// An upstream for `Streams`: the first byte says what to do: "e" echo,
+/// "h" read to EOF, then stream `halfClosedBytes` of `hashed` and close.
+func streamingUpstream() throws -> TestServer {
+    try TestServer { fd in
+        var kind: UInt8 = 0
+        guard recv(fd, &kind, 1, 0) == 1 else { return }
+        if kind == UInt8(ascii: "e") { return Behaviour.echo(fd) }
+        _ = Behaviour.drain(fd)
+        _ = sendHashed(fd, count: halfClosedBytes, pause: 40_000)
+        shutdown(fd, Int32(SHUT_WR))
+    }
+}
+
+/// Relayed sessions through directd to a `streamingUpstream`: `streaming`
+/// ones send and receive `streamingBytes` of `hashed` each way (16 KiB every
+/// 30 ms, about 3 s), `halfClosed` ones finish sending at once and receive
+/// `halfClosedBytes`. Each checks what it received.
+final class Streams: Sendable {
+    let count: Int
+    private let results = Mutex<[String]>([])
+    private let finished = Atomic<Int>(0)
+
+    init(port: UInt16, streaming: Int, halfClosed: Int) throws {
+        count = streaming + halfClosed
+        for index in 0..<count {
+            let client = try TCPClient(host: "127.0.0.1", port: port)
+            let echo = index < streaming
+            guard client.send([echo ? UInt8(ascii: "e") : UInt8(ascii: "h")]) else { throw TestFailure("send") }
+            Thread { [self] in
+                let outcome: String
+                if echo {
+                    let writer = Thread { _ = sendHashed(client.fd, count: streamingBytes, pause: 30_000); client.finishSending() }
+                    writer.start()
+                    outcome = receiveHashed(client, count: streamingBytes)
+                } else {
+                    client.finishSending()
+                    outcome = receiveHashed(client, count: halfClosedBytes)
+                }
+                results.withLock { $0.append("#\(index): \(outcome)") }
+                finished.add(1, ordering: .releasing)
+            }.start()
+        }
+    }
+
+    /// Expects the transfers still running now, then every one to end exact.
+    func expectExact() {
+        #expect(finished.load(ordering: .acquiring) < count, "the transfers ended too early; the test proves nothing")
+        #expect(eventually(within: 60) { finished.load(ordering: .acquiring) == count })
+        let outcomes = results.withLock { $0 }
+        #expect(outcomes.count == count)
+        for outcome in outcomes { #expect(outcome.hasSuffix(": exact"), "\(outcome)") }
+    }
 }
 
 /// The PID a pid-file names, if it names one.
