@@ -133,6 +133,31 @@ struct UpgradeTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// A session whose client does not read (bytes queued in directd towards
+    /// it that do not drain within the hold's 500 ms) is not handed over: it
+    /// stays with the old process, which serves it to its end, byte-exact,
+    /// and exits then.
+    @Test func aSessionWithQueuedBytesStaysAndDrains() throws {
+        let upstream = try streamingUpstream()
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60",
+                                          "--forward", "127.0.0.1:\(upstream.port)", "--relay-mode", "copy"], copy: copy)
+        let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        #expect(client.send([UInt8(ascii: "f")]))
+        usleep(500_000)   // the upstream floods; the client's buffers and directd's queue fill
+        kill(daemon.pid, SIGUSR2)
+        try #require(eventually(within: 20) { daemon.upgradedPIDs.count == 1 }, "\(daemon.logText)")
+        #expect(daemon.logText.contains("upgrade: handing over 1 listeners and 0 sessions"), "\(daemon.logText)")
+        usleep(300_000)
+        #expect(daemon.spawned.isRunning, "the old process left with the session")
+        #expect(receiveHashed(client, count: floodBytes) == "exact")
+        client.finishSending()   // the session ends, and with it the old process
+        #expect(daemon.spawned.waitForExit() == 0)
+        let pid = daemon.upgradedPIDs[0]
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
     /// Under a service manager: RELOADING=1 from the old process when the
     /// upgrade starts, then MAINPID=<new pid> with READY=1 from the new one,
     /// and never STOPPING=1 (the old one drains silently); a rollback ends
@@ -266,6 +291,7 @@ let directdVersion: String = {
 
 let streamingBytes = 1_500_000
 let halfClosedBytes = 1_000_000
+let floodBytes = 8 << 20
 
 /// A byte of the test stream at `offset`: not periodic over a transfer's
 /// length, so a lost, repeated or reordered run shows.
@@ -301,12 +327,17 @@ func receiveHashed(_ client: TCPClient, count: Int) -> String {
 }
 
 /// An upstream for `Streams`: the first byte says what to do: "e" echo,
-/// "h" read to EOF, then stream `halfClosedBytes` of `hashed` and close.
+/// "h" read to EOF, then stream `halfClosedBytes` of `hashed` and close;
+/// "f" flood `floodBytes` of `hashed` at once, then close.
 func streamingUpstream() throws -> TestServer {
     try TestServer { fd in
         var kind: UInt8 = 0
         guard recv(fd, &kind, 1, 0) == 1 else { return }
         if kind == UInt8(ascii: "e") { return Behaviour.echo(fd) }
+        if kind == UInt8(ascii: "f") {
+            _ = sendHashed(fd, count: floodBytes, pause: 0)
+            return
+        }
         _ = Behaviour.drain(fd)
         _ = sendHashed(fd, count: halfClosedBytes, pause: 40_000)
         shutdown(fd, Int32(SHUT_WR))
