@@ -353,14 +353,15 @@ final class Server: SessionHost, ReloadTarget {
             }
             session.relayStrategy = relay
             if let error = session.restore(client: handed.client, upstream: handed.upstream,
-                                           directions: entry.directions.map { ($0.moved, $0.finished) },
+                                           directions: handed.directions,
                                            age: entry.age, idle: entry.idle) {
                 session.close(reason: nil)
                 throw HandoverRefusal("cannot take over #\(entry.id): \(error)")
             }
             table.insert(session)
             restored.append(session)
-            Log.info("#\(entry.id) taken over from the old process (\(entry.clientPeer)\(entry.upstream == nil ? ", echo" : " to \(entry.upstreamPeer)"))", category: .opened)
+            let piped = entry.directions.reduce(0) { $0 + $1.inPipe }
+            Log.info("#\(entry.id) taken over from the old process (\(entry.clientPeer)\(entry.upstream == nil ? ", echo" : " to \(entry.upstreamPeer)")\(piped > 0 ? ", \(piped) bytes waiting in its pipes" : ""))", category: .opened)
         }
     }
 

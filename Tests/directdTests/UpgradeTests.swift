@@ -138,21 +138,31 @@ struct UpgradeTests {
     /// stays with the old process, which serves it to its end, byte-exact,
     /// and exits then.
     @Test func aSessionWithQueuedBytesStaysAndDrains() throws {
-        let upstream = try streamingUpstream()
-        let copy = try InstalledCopy()
-        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60",
-                                          "--forward", "127.0.0.1:\(upstream.port)", "--relay-mode", "copy"], copy: copy)
-        let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
-        #expect(client.send([UInt8(ascii: "f")]))
-        usleep(500_000)   // the upstream floods; the client's buffers and directd's queue fill
-        kill(daemon.pid, SIGUSR2)
-        try #require(eventually(within: 20) { daemon.upgradedPIDs.count == 1 }, "\(daemon.logText)")
+        let (upstream, copy, daemon, client) = try upgradeWithAFloodedClient(relayMode: "copy")
+        defer { withExtendedLifetime((upstream, copy)) {} }
         #expect(daemon.logText.contains("upgrade: handing over 1 listeners and 0 sessions"), "\(daemon.logText)")
         usleep(300_000)
         #expect(daemon.spawned.isRunning, "the old process left with the session")
         #expect(receiveHashed(client, count: floodBytes) == "exact")
         client.finishSending()   // the session ends, and with it the old process
         #expect(daemon.spawned.waitForExit() == 0)
+        let pid = daemon.upgradedPIDs[0]
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
+    /// A splicing session whose client does not read moves with the bytes
+    /// its pipe holds for the client: the pipe itself goes over, the new
+    /// process writes its bytes first, and the client receives every byte in
+    /// order; the old process exits at once.
+    @Test func aSplicedSessionMovesWithTheBytesInItsPipe() throws {
+        let (upstream, copy, daemon, client) = try upgradeWithAFloodedClient(relayMode: "splice")
+        defer { withExtendedLifetime((upstream, copy)) {} }
+        #expect(daemon.logText.contains("upgrade: handing over 1 listeners and 1 sessions"), "\(daemon.logText)")
+        #expect(daemon.logText.contains("bytes waiting in its pipes)"), "the pipe was empty: the test proves nothing")
+        #expect(daemon.spawned.waitForExit(timeout: 5) == 0, "the old process kept the session")
+        #expect(receiveHashed(client, count: floodBytes) == "exact")
+        client.finishSending()
         let pid = daemon.upgradedPIDs[0]
         kill(pid, SIGTERM)
         #expect(eventually(within: 15) { !processIsAlive(pid) })
@@ -256,6 +266,25 @@ struct UpgradeTests {
         session.finishSending()
         #expect(session.receiveAll() == [])
         #expect(daemon.stop() == 0)
+    }
+
+    /// A relayed session whose client does not read while the upstream floods
+    /// it (directd's queue, or its pipe, and the client's buffers fill), then
+    /// one upgrade, done.
+    private func upgradeWithAFloodedClient(relayMode: String) throws
+        -> (TestServer, InstalledCopy, UpgradingDaemon, TCPClient) {
+        let upstream = try streamingUpstream()
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60",
+                                          "--forward", "127.0.0.1:\(upstream.port)", "--relay-mode", relayMode], copy: copy)
+        let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        guard client.send([UInt8(ascii: "f")]) else { throw TestFailure("send") }
+        usleep(500_000)
+        kill(daemon.pid, SIGUSR2)
+        guard eventually(within: 20, { daemon.upgradedPIDs.count == 1 }) else {
+            throw TestFailure("the upgrade did not finish: \(daemon.logText)")
+        }
+        return (upstream, copy, daemon, client)
     }
 
     /// Breaks the upgrade with `breakIt`, sends SIGUSR2, and expects the

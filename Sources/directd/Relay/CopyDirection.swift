@@ -97,6 +97,8 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
         uv_stream_get_write_queue_size(sink) == 0 && !waitingForChunk && (shutdownRequest == nil || finished)
     }
 
+    var handoverState: DirectionState { DirectionState(moved: bytesMoved, finished: finished) }
+
     func release() -> UVError? {
         held = false
         guard !finished, shutdownRequest == nil, !waitingForChunk else { return nil }

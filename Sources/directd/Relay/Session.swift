@@ -242,7 +242,7 @@ final class Session {
         let relaying: Bool
         let client: Int32
         let upstream: Int32?
-        let directions: [(moved: UInt64, finished: Bool)]
+        let directions: [DirectionState]
     }
 
     /// The directions, when the session can be handed over: started, not
@@ -267,7 +267,7 @@ final class Session {
         guard uv_fileno(HandleStorage.base(client), &clientFD) == 0 else { return nil }
         if let upstream, uv_fileno(HandleStorage.base(upstream), &upstreamFD) != 0 { return nil }
         return Snapshot(relaying: upstream != nil, client: clientFD, upstream: upstream == nil ? nil : upstreamFD,
-                        directions: held.map { ($0.bytesMoved, $0.finished) })
+                        directions: held.map(\.handoverState))
     }
 
     /// Reads again: the handover did not happen, or did not take this session.
@@ -281,7 +281,7 @@ final class Session {
     /// the client's socket (and the upstream's), the counters and the
     /// half-closes. Nothing is read until `resumeAfterUpgrade`. On failure the
     /// descriptors not taken yet stay the caller's.
-    func restore(client fd: Int32, upstream upstreamFD: Int32?, directions states: [(moved: UInt64, finished: Bool)],
+    func restore(client fd: Int32, upstream upstreamFD: Int32?, directions states: [DirectionState],
                  age: UInt64, idle: UInt64) -> UVError? {
         if let error = UVError.check(uv_tcp_open(client, fd)) { return error }
         readPeer()
@@ -290,7 +290,7 @@ final class Session {
         lastActivity = now > idle ? now - idle : 0
         uv_tcp_nodelay(client, 1)
         guard let upstreamFD else {
-            guard states.count == 1 else { return .invalidArgument }
+            guard states.count == 1, states[0].pipe == nil else { return .invalidArgument }
             directions = [CopyDirection(session: self, source: clientStream, sink: clientStream,
                                         alreadyMoved: states[0].moved, finished: states[0].finished)]
             return nil

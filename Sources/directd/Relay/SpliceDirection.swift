@@ -90,10 +90,10 @@ final class SpliceDirection: RelayDirection {
     private static let flags = UInt32(CUV_SPLICE_F_MOVE | CUV_SPLICE_F_NONBLOCK)
 
     /// nil when a handle has no descriptor (it cannot then be spliced).
-    /// `alreadyMoved` and `finished`: the state of a direction an upgrade
-    /// handed over (its pipe was empty then).
+    /// `state`: where a direction an upgrade handed over stood, its pipe (with
+    /// the bytes still for the sink) included.
     init?(session: Session, source: UnsafeMutablePointer<uv_stream_t>, sink: UnsafeMutablePointer<uv_stream_t>,
-          pipes: PipePool, mode: RelayMode, alreadyMoved: UInt64 = 0, finished: Bool = false) {
+          pipes: PipePool, mode: RelayMode, state: DirectionState = DirectionState()) {
         var from: uv_os_fd_t = -1, to: uv_os_fd_t = -1
         guard uv_fileno(HandleStorage.base(source), &from) == 0,
               uv_fileno(HandleStorage.base(sink), &to) == 0 else { return nil }
@@ -106,8 +106,13 @@ final class SpliceDirection: RelayDirection {
         self.mode = mode
         copiesSmallMessages = mode == .auto
         lastReadWasSmall = copiesSmallMessages
-        bytesMoved = alreadyMoved
-        self.finished = finished
+        bytesMoved = state.moved
+        finished = state.finished
+        if let pipe = state.pipe {
+            pipes.adopt(pipe)
+            self.pipe = pipe
+            inPipe = state.inPipe
+        }
     }
 
     // MARK: upgrades
@@ -118,22 +123,40 @@ final class SpliceDirection: RelayDirection {
             reading = false
             uv_read_stop(source)
         }
-        // A pipe with bytes drains on (the sink watcher); an empty one goes back.
-        if inPipe == 0 { releasePipe() }
+        if inPipe == 0 {
+            releasePipe()
+        } else if !sourceEnded {
+            // Its bytes wait in the pipe, which goes over as it is. (With the
+            // source's EOF still to pass on, it drains instead.)
+            _ = sinkWatcher?.watch(false)
+        }
     }
 
     var isQuiescent: Bool {
-        pipe == nil && inPipe == 0 && sinkWatcher == nil && (finished || !sourceEnded)
+        finished || !sourceEnded
+    }
+
+    var handoverState: DirectionState {
+        DirectionState(moved: bytesMoved, finished: finished, pipe: inPipe > 0 ? pipe : nil, inPipe: inPipe)
     }
 
     func release() -> UVError? {
         held = false
-        guard !finished, !stopped, inPipe == 0 else { return nil }   // a pipe still draining reads on by itself
+        guard !finished, !stopped else { return nil }
+        if inPipe > 0 {
+            waitForSink()
+            return nil
+        }
         return waitForSource()
     }
 
     func start() -> UVError? {
-        waitForSource()
+        // A handed-over pipe with bytes: those go to the sink first.
+        if inPipe > 0 {
+            pump()
+            return nil
+        }
+        return waitForSource()
     }
 
     /// The session is closing: stop watching, close the sink's duplicate (before

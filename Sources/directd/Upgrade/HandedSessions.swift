@@ -10,6 +10,8 @@ struct HandedSession {
     let entry: HandoverRecord.SessionEntry
     let client: Int32
     let upstream: Int32?
+    /// Per direction, as the new process rebuilds it (pipes included).
+    let directions: [DirectionState]
 
     /// Checks the session's sockets against the record: each a connected TCP
     /// stream socket of IPv4 or IPv6, not a listener, bound and connected
@@ -21,6 +23,35 @@ struct HandedSession {
         try Self.check(client, "#\(entry.id)'s client", local: entry.clientLocal, peer: entry.clientPeer)
         if let upstream {
             try Self.check(upstream, "#\(entry.id)'s upstream", local: entry.upstreamLocal, peer: entry.upstreamPeer)
+        }
+        var directions: [DirectionState] = []
+        for direction in entry.directions {
+            var state = DirectionState(moved: direction.moved, finished: direction.finished)
+            if let read = direction.pipeReadEnd, let write = direction.pipeWriteEnd {
+                let pipe = PipePool.Pipe(readEnd: descriptors[read], writeEnd: descriptors[write])
+                try Self.check(pipe, "#\(entry.id)'s pipe", holding: direction.inPipe)
+                state.pipe = pipe
+                state.inPipe = direction.inPipe
+            }
+            directions.append(state)
+        }
+        self.directions = directions
+    }
+
+    /// Both ends of one pipe, holding exactly `bytes`.
+    private static func check(_ pipe: PipePool.Pipe, _ what: String, holding bytes: Int) throws(HandoverRefusal) {
+        var read = stat(), write = stat()
+        guard fstat(pipe.readEnd, &read) == 0, fstat(pipe.writeEnd, &write) == 0,
+              read.st_mode & S_IFMT == S_IFIFO, write.st_mode & S_IFMT == S_IFIFO,
+              read.st_ino == write.st_ino, read.st_dev == write.st_dev else {
+            throw HandoverRefusal("\(what) is not the two ends of one pipe")
+        }
+        guard fcntl(pipe.readEnd, F_GETFL) & O_ACCMODE == O_RDONLY, fcntl(pipe.writeEnd, F_GETFL) & O_ACCMODE == O_WRONLY else {
+            throw HandoverRefusal("\(what)'s ends are the wrong way round")
+        }
+        var held: Int32 = 0
+        guard ioctl(pipe.readEnd, UInt(FIONREAD), &held) == 0, Int(held) == bytes else {
+            throw HandoverRefusal("\(what) holds \(held) bytes, the state says \(bytes)")
         }
     }
 

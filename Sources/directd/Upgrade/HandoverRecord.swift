@@ -52,13 +52,22 @@ struct HandoverRecord: Equatable {
         let upstream: Int?
         let upstreamLocal: String
         let upstreamPeer: String
-        /// Per direction (client to upstream first): bytes moved, and whether
-        /// its source's EOF was passed on (half-closed).
+        /// Per direction (client to upstream first): bytes moved, whether its
+        /// source's EOF was passed on (half-closed), and a splice pipe that
+        /// still holds bytes for the sink (its two ends' descriptors).
         let directions: [Direction]
 
         struct Direction: Equatable {
             let moved: UInt64
             let finished: Bool
+            var pipeReadEnd: Int? = nil
+            var pipeWriteEnd: Int? = nil
+            var inPipe: Int = 0
+        }
+
+        /// Every descriptor index it names.
+        var descriptors: [Int] {
+            [client] + (upstream.map { [$0] } ?? []) + directions.flatMap { [$0.pipeReadEnd, $0.pipeWriteEnd].compactMap { $0 } }
         }
 
         static let noDescriptor = UInt32.max
@@ -78,6 +87,9 @@ struct HandoverRecord: Equatable {
             for direction in directions {
                 writer.u64(direction.moved)
                 writer.u32(direction.finished ? 1 : 0)
+                writer.u32(direction.pipeReadEnd.map(UInt32.init) ?? Self.noDescriptor)
+                writer.u32(direction.pipeWriteEnd.map(UInt32.init) ?? Self.noDescriptor)
+                writer.u64(UInt64(direction.inPipe))
             }
         }
 
@@ -100,11 +112,24 @@ struct HandoverRecord: Equatable {
             var directions: [Direction] = []
             for _ in 0..<count {
                 let moved = try reader.u64()
-                directions.append(Direction(moved: moved, finished: try reader.u32() != 0))
+                let finished = try reader.u32() != 0
+                let (read, write) = (try reader.u32(), try reader.u32())
+                let inPipe = try reader.u64()
+                guard (read == Self.noDescriptor) == (write == Self.noDescriptor),
+                      (read == Self.noDescriptor) == (inPipe == 0), inPipe <= 1 << 30 else {
+                    throw HandoverRefusal("session #\(id) has a pipe that does not add up")
+                }
+                directions.append(Direction(moved: moved, finished: finished,
+                                            pipeReadEnd: read == Self.noDescriptor ? nil : Int(read),
+                                            pipeWriteEnd: write == Self.noDescriptor ? nil : Int(write),
+                                            inPipe: Int(inPipe)))
             }
             self.directions = directions
-            guard client < descriptorCount, (upstream ?? 0) < descriptorCount else {
+            guard descriptors.allSatisfy({ $0 < descriptorCount }) else {
                 throw HandoverRefusal("session #\(id) names a descriptor past the \(descriptorCount) sent")
+            }
+            guard upstream != nil || directions.allSatisfy({ $0.inPipe == 0 }) else {
+                throw HandoverRefusal("echo session #\(id) has a pipe")
             }
             guard !directions.allSatisfy(\.finished) else { throw HandoverRefusal("session #\(id) has ended") }
         }

@@ -93,7 +93,7 @@ final class UpgradeReceiver {
                 throw HandoverRefusal("the state names \(record.descriptorCount) descriptors, \(received.count) came")
             }
             // Each descriptor named once, by a listener or a session.
-            let named = record.listeners.map(\.descriptor) + record.sessions.flatMap { [$0.client] + ($0.upstream.map { [$0] } ?? []) }
+            let named = record.listeners.map(\.descriptor) + record.sessions.flatMap(\.descriptors)
             guard Set(named).count == named.count, named.count == received.count else {
                 throw HandoverRefusal("the state names \(named.count) descriptors (\(Set(named).count) different ones), \(received.count) came")
             }

@@ -251,11 +251,22 @@ final class Upgrader {
                     descriptors.append(fd)
                     return descriptors.count - 1
                 }
+                let directions = snapshot.directions.map { state -> HandoverRecord.SessionEntry.Direction in
+                    var direction = HandoverRecord.SessionEntry.Direction(moved: state.moved, finished: state.finished)
+                    if let pipe = state.pipe {
+                        // The bytes stay in the pipe; its ends go over.
+                        direction.pipeReadEnd = descriptors.count
+                        direction.pipeWriteEnd = descriptors.count + 1
+                        direction.inPipe = state.inPipe
+                        descriptors += [pipe.readEnd, pipe.writeEnd]
+                    }
+                    return direction
+                }
                 sessions.append(.init(id: session.id, age: now - min(now, session.opened), idle: now - min(now, session.lastActivity),
                                       writeQueueLimit: session.writeQueueLimit, client: clientIndex,
                                       clientLocal: client.local, clientPeer: client.peer, upstream: upstreamIndex,
                                       upstreamLocal: upstream?.local ?? "", upstreamPeer: upstream?.peer ?? "",
-                                      directions: snapshot.directions.map { .init(moved: $0.moved, finished: $0.finished) }))
+                                      directions: directions))
             }
             let record = HandoverRecord(fromSocketUnit: fromSocketUnit, descriptorCount: descriptors.count,
                                         listeners: entries, sessions: sessions)
