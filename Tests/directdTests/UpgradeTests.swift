@@ -151,6 +151,43 @@ struct UpgradeTests {
         #expect(eventually(within: 15) { !processIsAlive(pid) })
     }
 
+    /// Many sessions at once: 200 relayed idle sessions (400 sockets, more
+    /// than one message's 253 descriptors, so the batches are used) and a few
+    /// streaming ones, across four upgrades in a row in auto mode. Every idle
+    /// session still answers, in order, after each upgrade; every stream is
+    /// exact.
+    @Test func manySessionsMoveInBatches() throws {
+        let upstream = try streamingUpstream()
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60",
+                                          "--forward", "127.0.0.1:\(upstream.port)"], copy: copy)
+        var idle: [TCPClient] = []
+        for _ in 0..<200 {
+            let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
+            #expect(client.send([UInt8(ascii: "e")]))
+            idle.append(client)
+        }
+        let streams = try Streams(port: daemon.port, streaming: 3, halfClosed: 1)
+        usleep(300_000)
+        var pid = daemon.pid
+        for round in 1...4 {
+            kill(pid, SIGUSR2)
+            try #require(eventually(within: 30) { daemon.upgradedPIDs.count == round }, "\(daemon.logText.suffix(3000))")
+            let old = pid
+            pid = daemon.upgradedPIDs.last!
+            #expect(eventually(within: 10) { !processIsAlive(old) }, "pid \(old) kept sessions")
+            var answered = 0
+            for (index, client) in idle.enumerated() where roundTrip(client, "\(round)-\(index)") { answered += 1 }
+            #expect(answered == idle.count, "round \(round): \(answered) of \(idle.count) idle sessions answered")
+        }
+        #expect(daemon.logText.contains("upgrade: handing over 1 listeners and 20"), "\(daemon.logText.split(separator: "\n").filter { $0.contains("handing over") })")
+        streams.expectExact()
+        idle.forEach { $0.finishSending() }
+        #expect(idle.allSatisfy { $0.receiveAll() == [] })
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
     /// A splicing session whose client does not read moves with the bytes
     /// its pipe holds for the client: the pipe itself goes over, the new
     /// process writes its bytes first, and the client receives every byte in
