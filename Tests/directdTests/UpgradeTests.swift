@@ -93,16 +93,7 @@ struct UpgradeTests {
         let streaming = 6, halfClosed = 2
         let streams = try Streams(port: daemon.port, streaming: streaming, halfClosed: halfClosed)
         usleep(300_000)
-        var pid = daemon.pid
-        for round in 1...3 {
-            kill(pid, SIGUSR2)
-            try #require(eventually(within: 20) { daemon.upgradedPIDs.count == round }, "\(daemon.logText)")
-            let old = pid
-            pid = daemon.upgradedPIDs.last!
-            // The old process handed over every session: nothing keeps it.
-            #expect(eventually(within: 5) { !processIsAlive(old) }, "pid \(old) still runs: it kept sessions")
-            usleep(300_000)
-        }
+        let pid = try daemon.upgradeInARow(3) { _ in usleep(300_000) }
         streams.expectExact()
         let moved = daemon.logText.split(separator: "\n").filter { $0.contains("upgrade: handing over 1 listeners and \(streaming + halfClosed) sessions") }
         #expect(moved.count >= 1, "\(daemon.logText.split(separator: "\n").filter { $0.contains("handing over") })")
@@ -169,13 +160,7 @@ struct UpgradeTests {
         }
         let streams = try Streams(port: daemon.port, streaming: 3, halfClosed: 1)
         usleep(300_000)
-        var pid = daemon.pid
-        for round in 1...4 {
-            kill(pid, SIGUSR2)
-            try #require(eventually(within: 30) { daemon.upgradedPIDs.count == round }, "\(daemon.logText.suffix(3000))")
-            let old = pid
-            pid = daemon.upgradedPIDs.last!
-            #expect(eventually(within: 10) { !processIsAlive(old) }, "pid \(old) kept sessions")
+        let pid = try daemon.upgradeInARow(4) { round in
             var answered = 0
             for (index, client) in idle.enumerated() where roundTrip(client, "\(round)-\(index)") { answered += 1 }
             #expect(answered == idle.count, "round \(round): \(answered) of \(idle.count) idle sessions answered")
@@ -506,6 +491,24 @@ final class UpgradingDaemon {
 
     /// The PIDs the log says serve after each upgrade, in order.
     var upgradedPIDs: [Int32] { pids(after: "upgrade done: upgraded: pid ") }
+
+    /// `rounds` upgrades in a row, each expected to leave the old process
+    /// with no session (it exits at once); `after` runs after each. Returns
+    /// the PID that serves at the end.
+    func upgradeInARow(_ rounds: Int, after: (Int) -> Void) throws -> Int32 {
+        var pid = self.pid
+        for round in 1...rounds {
+            kill(pid, SIGUSR2)
+            guard eventually(within: 30, { upgradedPIDs.count == round }) else {
+                throw TestFailure("upgrade \(round) did not finish: \(logText.suffix(3000))")
+            }
+            let old = pid
+            pid = upgradedPIDs.last!
+            #expect(eventually(within: 10) { !processIsAlive(old) }, "pid \(old) still runs: it kept sessions")
+            after(round)
+        }
+        return pid
+    }
     /// The PIDs of the new processes the log says were started.
     var startedPIDs: [Int32] { pids(after: "upgrade: pid ", in: " started; ") }
 
