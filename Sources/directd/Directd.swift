@@ -195,6 +195,7 @@ struct Serve: ParsableCommand {
         server.handedListeners = handed?.listeners
         server.isUpgrade = upgrade != nil
         let pidFile = settings.pidFile.isEmpty ? nil : PIDFile(path: settings.pidFile)
+        server.pidFile = pidFile
         do {
             if let listeners = handed?.listeners, listeners.fromSocketUnit {
                 let configured = settings.given.contains(OptionTable.bindInterface.key!)

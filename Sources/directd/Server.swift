@@ -45,6 +45,13 @@ final class Server: SessionHost, ReloadTarget {
             self.heldSessions = []
             held.forEach { $0.releaseAfterUpgrade() }
         },
+        rolledBack: { [unowned self] in
+            do throws(PIDFile.WriteError) {
+                try self.pidFile?.write()
+            } catch {
+                Log.warning("\(error)")
+            }
+        },
         handedOver: { [unowned self] outcome in self.handedOver(outcome) },
         notifier: { [unowned self] in self.notifier }))
     /// Listening sockets an upgrade handed this process (it is the new one);
@@ -52,6 +59,8 @@ final class Server: SessionHost, ReloadTarget {
     var handedListeners: HandedListeners?
     /// This process took over from another (`MAINPID=` at readiness).
     var isUpgrade = false
+    /// `pid-file`, if set; set by the command (a rollback writes it again).
+    var pidFile: PIDFile?
     /// Sessions held (not reading) while an upgrade may take them.
     private var heldSessions: [Session] = []
     /// Sessions an upgrade handed this process, not reading until it serves.

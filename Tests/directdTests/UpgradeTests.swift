@@ -262,7 +262,9 @@ struct UpgradeTests {
     /// ignored; the old process rolls back and serves on, and upgrades later.
     @Test func aNewProcessKilledMidHandoverRollsBack() throws {
         let copy = try InstalledCopy()
-        let daemon = try UpgradingDaemon(["--config", copy.config], copy: copy, environment: ["DIRECTD_TEST_UPGRADE_STALL": "1"])
+        let pidFile = copy.directory.appendingPathComponent("directd.pid").path
+        let daemon = try UpgradingDaemon(["--config", copy.config, "--pid-file", pidFile], copy: copy,
+                                         environment: ["DIRECTD_TEST_UPGRADE_STALL": "1"])
         let session = try TCPClient(host: "127.0.0.1", port: daemon.port)
         #expect(roundTrip(session, "before"))
         kill(daemon.pid, SIGUSR2)
@@ -273,6 +275,7 @@ struct UpgradeTests {
         kill(child, SIGKILL)
         #expect(daemon.waitForLog("upgrade rolled back: the new process was killed by signal 9 before it took over"), "\(daemon.logText)")
         #expect(daemon.spawned.isRunning)
+        #expect(readPID(pidFile) == daemon.pid)
         #expect(roundTrip(session, "after"))
         #expect(try roundTrip(TCPClient(host: "127.0.0.1", port: daemon.port), "new"))
         #expect(eventually(within: 10) { !processIsAlive(child) })

@@ -55,6 +55,9 @@ final class Upgrader {
         var sessionsToHandOver: () -> [Session]
         /// A rollback: the held sessions read again.
         var releaseSessions: () -> Void
+        /// A rollback, after the sessions: this process serves on (the
+        /// pid-file names it again, whatever the new process wrote).
+        var rolledBack: () -> Void
         /// The new process serves: stop without touching what it holds.
         var handedOver: (UpgradeOutcome) -> Void
         /// Told RELOADING=1 at the start, READY=1 after a rollback.
@@ -110,6 +113,7 @@ final class Upgrader {
             actions.handedOver(outcome)
         default:
             Log.warning("upgrade \(outcome.reason); pid \(getpid()) (\(BuildIdentity.version)) serves on")
+            actions.rolledBack()
             actions.notifier()?.ready()
             attempt.completion(outcome)
         }
