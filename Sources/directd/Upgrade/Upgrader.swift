@@ -31,17 +31,19 @@ enum UpgradeOutcome: Equatable {
 /// It starts the binary installed at the path directd was started from
 /// (`InstalledExecutable`), with the same arguments, and talks to it over a
 /// `HandoverChannel` (`HandoverMessage`): the new process reads its config and
-/// says hello with its handover format; this one sends the state
-/// (`HandoverRecord`) with the listening sockets; the new process checks
-/// everything, takes over and says it serves. Then this process closes its
-/// copies of the listeners with a plain close (the sockets live on in the new
-/// process: no connection is refused) and drains its open connections as on
-/// SIGTERM (they are not moved yet).
+/// says hello with its handover format; this one holds its sessions (reads
+/// stopped, queued writes let out, at most `quietLimit`), then sends the state
+/// (`HandoverRecord`) with the listening sockets, the quiet sessions' sockets
+/// and their pipes; the new process checks everything, takes over and says it
+/// serves. Then this process closes its copies with a plain close (the sockets
+/// live on in the new process: no connection is refused, nothing is sent to
+/// anyone) and drains the sessions it kept as on SIGTERM.
 ///
 /// Anything else rolls back: the binary missing or not executable, the new
 /// process exiting or killed, a format mismatch, a refusal, or no answer
-/// within `deadline`. This process has changed nothing until the end, so a
-/// rollback kills the new process and serves on. Loop thread only.
+/// within `deadline`. Until the end this process has only held its sessions,
+/// and the new one has read nothing from them, so a rollback kills the new
+/// process, lets the sessions read again and serves on. Loop thread only.
 final class Upgrader {
     /// What the upgrade needs of the server.
     struct Actions {
