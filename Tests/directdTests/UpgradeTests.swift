@@ -314,6 +314,25 @@ struct UpgradeTests {
         return (upstream, copy, daemon, client)
     }
 
+    /// A new process that never answers (the hook holds it) is killed at the
+    /// handover's deadline, and the old process serves on with its session.
+    @Test func aNewProcessThatNeverAnswersIsKilledAtTheDeadline() throws {
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--config", copy.config], copy: copy, environment: ["DIRECTD_TEST_UPGRADE_STALL": "1"])
+        let session = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        #expect(roundTrip(session, "before"))
+        kill(daemon.pid, SIGUSR2)
+        try #require(daemon.waitForLog("holds the handover until it is killed"), "\(daemon.logText)")
+        let child = try #require(daemon.startedPIDs.last)
+        // The deadline is 10 s; 20 s bound this wait, never a measure of it.
+        #expect(daemon.waitForLog("upgrade rolled back: no answer from the new process within 10 s", timeout: 20), "\(daemon.logText)")
+        #expect(eventually(within: 10) { !processIsAlive(child) }, "the new process was not killed")
+        #expect(roundTrip(session, "after"))
+        session.finishSending()
+        #expect(session.receiveAll() == [])
+        #expect(daemon.stop() == 0)
+    }
+
     /// Breaks the upgrade with `breakIt`, sends SIGUSR2, and expects the
     /// rollback to name `reason`, the old process to serve on (its open
     /// connection and new ones), and to stop cleanly.
