@@ -333,6 +333,28 @@ struct UpgradeTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// Two listeners, IPv4 and IPv6 (IPv6 only), and a session on each: the
+    /// same sockets go over, the IPv6 one still IPv6 only, and both sessions
+    /// move.
+    @Test(.enabled(if: hostHasIPv6Loopback)) func bothFamiliesMove() throws {
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1,::1", "--port", "0"], copy: copy)
+        let port = daemon.port
+        let v4 = try TCPClient(host: "127.0.0.1", port: port), v6 = try TCPClient(host: "::1", port: port)
+        #expect(roundTrip(v4, "four") && roundTrip(v6, "six"))
+        let pid = try daemon.upgradeInARow(1) { _ in }
+        #expect(daemon.logText.contains("upgrade: handing over 2 listeners and 2 sessions"), "\(daemon.logText)")
+        #expect(roundTrip(v4, "four again") && roundTrip(v6, "six again"))
+        #expect(try roundTrip(TCPClient(host: "127.0.0.1", port: port), "new four"))
+        #expect(try roundTrip(TCPClient(host: "::1", port: port), "new six"))
+        #expect(daemon.logText.contains("taking over tcp-[__1]-\(port) from the old process"), "\(daemon.logText)")
+        v4.finishSending()
+        v6.finishSending()
+        #expect(v4.receiveAll() == [] && v6.receiveAll() == [])
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
     /// Breaks the upgrade with `breakIt`, sends SIGUSR2, and expects the
     /// rollback to name `reason`, the old process to serve on (its open
     /// connection and new ones), and to stop cleanly.
