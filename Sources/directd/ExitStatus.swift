@@ -9,6 +9,9 @@ enum ExitStatus: Int32, Sendable {
     case unavailable = 69
     /// Anything internal.
     case software = 70
+    /// `directd upgrade`: the upgrade did not happen (rolled back, or not started);
+    /// the running directd serves on as before.
+    case temporaryFailure = 75
     /// Permission denied.
     case noPermission = 77
     /// Configuration or bind value invalid: every parse or resolve error.

@@ -29,7 +29,7 @@ struct MetricsExpositionTests {
         let samples = try Self.samples(Exposition.render(metrics, MetricsSnapshot(version: "1.2.3", relayMode: "auto")))
         let listener = "listener=\"127.0.0.1:21118\""
         #expect(samples["directd_connections_open{\(listener)}"] == "0")
-        for reason in ["whitelist", "max_connections", "max_connections_per_client", "rate_limit", "unknown_peer"] {
+        for reason in ["whitelist", "max_connections", "max_connections_per_client", "rate_limit", "banned", "unknown_peer"] {
             #expect(samples["directd_connections_refused_total{\(listener),reason=\"\(reason)\"}"] == "0")
         }
         for cause in ["refused", "timeout", "unreachable", "other"] {

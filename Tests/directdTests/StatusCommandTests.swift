@@ -37,7 +37,7 @@ struct StatusCommandTests {
         #expect(lines.contains("listening on \(daemon.listening[0])"))
         #expect(lines.contains("connections: 2 open, 2 total"))
         #expect(lines.contains("  127.0.0.1: 2 open, 12 / 12 bytes"))
-        #expect(lines.contains("refusals: whitelist 1, max_connections 0, max_connections_per_client 0, rate_limit 0, unknown_peer 0"))
+        #expect(lines.contains("refusals: whitelist 1, max_connections 0, max_connections_per_client 0, rate_limit 0, banned 0, unknown_peer 0"))
         #expect(lines.contains { $0.contains("127.0.0.2:") && $0.hasSuffix("on \(daemon.listening[0]): whitelist") })
 
         let json = try runDirectd(["status", "--control-socket", path, "--json"])

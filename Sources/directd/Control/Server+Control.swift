@@ -9,7 +9,7 @@ extension Server {
     func serveControl(at path: String) throws(EndpointError) {
         let limits = RequestServer.Limits(headBytes: ControlRequest.headBytes, deadlineMilliseconds: 2000, connections: 4)
         _ = try openEndpoint(.unix(path: path), mode: 0o600, limits: limits, overflowReply: ControlRequest.tooLong) {
-            [unowned self] head in ControlRequest.respond(to: head) { self.statusReport() }
+            [unowned self] head in ControlRequest.respond(to: head, self.controlAnswers)
         }
         Log.info("control socket at \(path) (directd status --control-socket \(path))")
     }
@@ -36,7 +36,7 @@ extension Server {
             (reason: reason.label, count: metrics.listeners.reduce(UInt64(0)) { $0 &+ $1.refused[reason.rawValue] })
         }
         return StatusReport(
-            version: uvbindVersion, processID: getpid(),
+            version: BuildIdentity.number, processID: getpid(),
             uptimeSeconds: Double(MonotonicClock.milliseconds() &- metrics.startMilliseconds) / 1000,
             listeners: listeningAddresses.map(\.description), relayMode: relay.mode.rawValue,
             forward: settings.forward?.description, open: table.count, total: table.total,

@@ -23,14 +23,7 @@ struct Status: ParsableCommand {
         do {
             reply = try UnixClient.exchange(path, request: Array((json ? "status json\n" : "status\n").utf8))
         } catch {
-            let (message, status): (String, ExitStatus) = switch error {
-            case .nothingListening(let why):
-                ("no directd answers at \(path) (\(why)): is it running, with control-socket set to this path?", .unavailable)
-            case .permissionDenied(let why):
-                ("cannot open the control socket \(path) (\(why)): it is for directd's own user", .noPermission)
-            case .failed(let why):
-                ("the control socket \(path) did not answer: \(why)", .unavailable)
-            }
+            let (message, status) = Self.describe(error, path: path)
             Log.error(message)
             throw ExitCode(status.rawValue)
         }
@@ -41,6 +34,18 @@ struct Status: ParsableCommand {
         }
         for line in text.split(separator: "\n", omittingEmptySubsequences: false).dropLast() {
             StandardOutput.line(String(line))
+        }
+    }
+
+    /// What a failed exchange with the control socket means, and its exit code.
+    static func describe(_ error: UnixClient.Failure, path: String) -> (String, ExitStatus) {
+        switch error {
+        case .nothingListening(let why):
+            ("no directd answers at \(path) (\(why)): is it running, with control-socket set to this path?", .unavailable)
+        case .permissionDenied(let why):
+            ("cannot open the control socket \(path) (\(why)): it is for directd's own user", .noPermission)
+        case .failed(let why):
+            ("the control socket \(path) did not answer: \(why)", .unavailable)
         }
     }
 }

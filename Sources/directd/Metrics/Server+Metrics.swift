@@ -9,7 +9,7 @@ extension Server {
 
     /// The levels a scrape reads, taken now (on the loop).
     func metricsSnapshot() -> MetricsSnapshot {
-        var snapshot = MetricsSnapshot(version: uvbindVersion, relayMode: relay.mode.rawValue)
+        var snapshot = MetricsSnapshot(version: BuildIdentity.number, relayMode: relay.mode.rawValue)
         snapshot.buffersInUse = pool.outstanding
         snapshot.buffersLimit = pool.limit
         snapshot.connectionsWaitingForBuffers = pool.waitingCount
