@@ -521,6 +521,149 @@ backend upstream
             holder.send_signal(signal.SIGTERM)
             holder.wait(20)
 
+    # ---------------------------------------------------------- 7. upgrade pause
+
+    def upgrade(self):
+        """The pause a session sees during an in-place upgrade (SIGUSR2): the
+        longest gap between two echoes of a 64-byte ping-pong kept going on
+        each probe session, around the upgrade, with `idle` held sessions and
+        with 100 busy ones; against the same probes' longest gap over a window
+        of the same length with no upgrade, in the same run."""
+        s = self.settings
+        variants = [(f"{s.idle} idle", s.idle, 4), ("100 busy", 0, 100)]
+        if not s.quick and s.idle < 10_000 <= (NOFILE - 200) // 2:
+            variants.insert(1, ("10000 idle", 10_000, 4))
+        for r in range(s.rounds):
+            for variant, idle, probes in variants:
+                def measure(variant=variant, idle=idle, probes=probes):
+                    Proc([self.uvbase, HOST, "24171"], port=24171, nofile=NOFILE)
+                    pid_file = os.path.join(self.work, "upgrade.pid")
+                    relay = self.start_relay("directd-auto", 24172, 24171,
+                                             extra=["--pid-file", pid_file, "--grace", "120"])
+                    holder = self.hold_count(24172, relay, idle, 120) if idle else None
+                    try:
+                        pinger = PingPong(24172, probes)
+                        with pinger:
+                            quiet = pinger.window(1.0 if s.quick else 2.0)
+                            old = relay.pid
+                            os.kill(old, signal.SIGUSR2)
+                            upgraded = pinger.window(1.0 if s.quick else 2.0, until=lambda: read_pid(pid_file) not in (None, old))
+                        new = read_pid(pid_file)
+                        if new in (None, old):
+                            raise RuntimeError(f"no upgrade within the window: {relay.stderr()}")
+                        if pinger.failed:
+                            raise RuntimeError(f"{pinger.failed} probe session(s) lost a byte or were cut")
+                        for gap in quiet:
+                            self.record("upgrade", variant, "no upgrade", r, "longest_gap_ms", gap)
+                        for gap in upgraded:
+                            self.record("upgrade", variant, "upgrade", r, "longest_gap_ms", gap)
+                    finally:
+                        if holder:
+                            holder.send_signal(signal.SIGTERM)
+                            holder.wait(20)
+                self.attempt(f"upgrade pause, {variant}, round {r + 1}", measure)
+
+    def hold_count(self, port, relay, count, seconds):
+        """As `hold`, for `count` connections."""
+        holder = subprocess.Popen(limited([self.loadgen, "hold", HOST, str(port), str(count), str(seconds)], NOFILE),
+                                  stdout=subprocess.PIPE, text=True)
+        line = holder.stdout.readline()
+        match = re.match(r"held (\d+) failed (\d+) pending (\d+)", line)
+        if not match or int(match.group(1)) != count:
+            holder.send_signal(signal.SIGTERM)
+            holder.wait(20)
+            raise RuntimeError(f"loadgen hold: {line.strip()!r} {relay.stderr()}")
+        return holder
+
+
+def read_pid(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class PingPong:
+    """`count` sessions to `port`, each keeping one 64-byte message in flight
+    (a counter, so a lost, repeated or reordered byte shows), on one thread."""
+
+    def __init__(self, port, count):
+        self.port = port
+        self.count = count
+        self.failed = 0
+
+    def __enter__(self):
+        import selectors
+        self.selector = selectors.DefaultSelector()
+        self.sockets = []
+        for index in range(self.count):
+            sock = socket_connect(self.port)
+            sock.setblocking(False)
+            state = {"sent": 0, "got": b"", "last": time.monotonic(), "gap": 0.0}
+            self.sockets.append((sock, state))
+            self.selector.register(sock, 1, (sock, state))
+            self.send(sock, state)
+        return self
+
+    def __exit__(self, *_):
+        for sock, _ in self.sockets:
+            self.selector.unregister(sock)
+            sock.close()
+        self.selector.close()
+
+    @staticmethod
+    def message(n):
+        return n.to_bytes(8, "big") * 8
+
+    def send(self, sock, state):
+        state["sent"] += 1
+        sock.send(self.message(state["sent"]))   # 64 bytes: always fits an empty buffer
+
+    def window(self, seconds, until=None):
+        """Runs for at least `seconds` (and until `until()` holds, at most 30 s
+        more); returns each session's longest gap in milliseconds."""
+        for _, state in self.sockets:
+            state["gap"] = 0.0
+            state["last"] = time.monotonic()
+        start = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - start >= seconds and (until is None or until()):
+                break
+            if now - start > seconds + 30:
+                break
+            for key, _ in self.selector.select(0.05):
+                sock, state = key.data
+                try:
+                    chunk = sock.recv(64 - len(state["got"]))
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    self.failed += 1
+                    self.selector.unregister(sock)
+                    continue
+                state["got"] += chunk
+                if len(state["got"]) == 64:
+                    if state["got"] != self.message(state["sent"]):
+                        self.failed += 1
+                    state["got"] = b""
+                    now = time.monotonic()
+                    state["gap"] = max(state["gap"], now - state["last"])
+                    state["last"] = now
+                    self.send(sock, state)
+        end = time.monotonic()
+        return [max(state["gap"], end - state["last"]) * 1000 for _, state in self.sockets]
+
+
+def socket_connect(port):
+    import socket
+    sock = socket.create_connection((HOST, port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
 
 def scrape(port):
     with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as response:
@@ -674,6 +817,15 @@ def report(rows, settings):
     table(f"6b. one scrape with {settings.idle} relayed connections open (milliseconds)",
           ["directd", "GET to last byte (client)", "directd CPU per scrape"], [["directd-auto", fmt(wall, 3), fmt(cpu, 3)]])
 
+    lines = []
+    for variant in sorted({va for (sc, va, *_rest) in rows if sc == "upgrade"}, key=lambda v: (v.endswith("busy"), len(v), v)):
+        quiet = summary(values(rows, "upgrade", variant, "no upgrade", "longest_gap_ms"))
+        pause = summary(values(rows, "upgrade", variant, "upgrade", "longest_gap_ms"))
+        lines.append([variant, fmt(quiet, 2), fmt(pause, 2), ratio(pause, quiet)])
+    table("7. the longest gap a session's ping-pong sees, over a window with and without an in-place upgrade "
+          "(ms, median [min-max] over the probe sessions)",
+          ["sessions", "no upgrade", "upgrade", "upgrade / no upgrade"], lines)
+
 
 def write_csv(rows, path, machine):
     with open(path, "w", newline="") as f:
@@ -749,7 +901,7 @@ def main():
         bench = Bench(settings, os.path.abspath(args.directd), os.path.abspath(args.bin), work)
         scenarios = [("throughput", bench.throughput), ("latency", bench.latency), ("echo", bench.echo),
                      ("instructions", bench.instructions), ("churn", bench.churn), ("memory", bench.memory),
-                     ("metrics", bench.metrics)]
+                     ("metrics", bench.metrics), ("upgrade", bench.upgrade)]
         only = set(args.only.split(",")) if args.only else None
         try:
             for name, scenario in scenarios:

@@ -26,6 +26,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import observability_checks  # noqa: E402
 import package_checks  # noqa: E402
 from clients import ConnectLoop, EchoUpstream, connect, echoes, ended_by_peer, refuses, round_trip  # noqa: E402,E501
 from sandbox import Sandbox, SandboxError  # noqa: E402
@@ -200,6 +201,14 @@ def check_journal_priorities(box, op):
           "journalctl -p warning -u directd shows warnings and errors only",
           f"{len(entries)} lines at priorities {priorities}, directd's own at {sorted(own)}; "
           f"{len(directd_info)} info lines of directd left out; {len(prefixed)} with a raw <N> prefix")
+
+
+def check_journal_audit_fields(box, op):
+    observability_checks.check_journal_audit_fields(box, op, check, PORT, wait_for)
+
+
+def check_status_command(box, op):
+    observability_checks.check_status_command(box, op, check, PORT)
 
 
 def status_fields(box, pid):
@@ -403,7 +412,8 @@ def main():
             before = package_checks.snapshot(box) if ARGS.deb else None
             if install(box, op):
                 for step in (check_readiness, check_status_line, check_reload_applies, check_rejected_reload,
-                             check_journal_priorities, check_process_sandbox, check_stop_drains, check_stop_cuts_at_grace,
+                             check_journal_priorities, check_journal_audit_fields, check_status_command,
+                             check_process_sandbox, check_stop_drains, check_stop_cuts_at_grace,
                              check_watchdog, check_socket_activation, check_fdstore):
                     try:
                         step(box, op)
