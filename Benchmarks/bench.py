@@ -561,6 +561,8 @@ backend upstream
                         if holder:
                             holder.send_signal(signal.SIGTERM)
                             holder.wait(20)
+                        # The new process is not the child that Proc stops.
+                        stop_pid(read_pid(pid_file))
                 self.attempt(f"upgrade pause, {variant}, round {r + 1}", measure)
 
     def hold_count(self, port, relay, count, seconds):
@@ -574,6 +576,20 @@ backend upstream
             holder.wait(20)
             raise RuntimeError(f"loadgen hold: {line.strip()!r} {relay.stderr()}")
         return holder
+
+
+def stop_pid(pid):
+    """SIGTERM, then SIGKILL after 10 s, to a process that is not our child."""
+    if not pid:
+        return
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.05)
 
 
 def read_pid(path):

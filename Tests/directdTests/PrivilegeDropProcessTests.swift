@@ -41,6 +41,28 @@ struct PrivilegeDropProcessTests {
         #expect(fields["NoNewPrivs"] == "1")
     }
 
+    /// An in-place upgrade after the drop: the new process starts as nobody
+    /// (NO_NEW_PRIVS kept, no capability), takes the listener and the open
+    /// session over, and serves them.
+    @Test func anUpgradeAfterTheDropMovesListenersAndSessions() throws {
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--config", copy.config, "--user", "nobody"], copy: copy)
+        try Self.expectDropped(daemon.pid, capabilities: "0000000000000000")
+        let session = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        #expect(roundTrip(session, "before"))
+        kill(daemon.pid, SIGUSR2)
+        #expect(eventually(within: 20) { daemon.upgradedPIDs.count == 1 }, "\(daemon.logText)")
+        let pid = try #require(daemon.upgradedPIDs.last, "\(daemon.logText)")
+        #expect(pid != daemon.pid)
+        try Self.expectDropped(pid, capabilities: "0000000000000000")
+        #expect(roundTrip(session, "after"), "the open session moved")
+        #expect(try roundTrip(TCPClient(host: "127.0.0.1", port: daemon.port), "new"))
+        session.finishSending()
+        #expect(session.receiveAll() == [])
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
     @Test func droppedToNobodyWithNoCapabilityItStillServesAndRelays() throws {
         let upstream = try TestServer(behaviour: Behaviour.echo)
         defer { upstream.stop() }
