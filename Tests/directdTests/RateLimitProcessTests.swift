@@ -44,9 +44,14 @@ struct RateLimitProcessTests {
 
     @Test func aClientThatKeepsComingIsBanned() throws {
         let daemon = try Daemon(["--bind-interface", "127.0.0.1", "--port", "0",
-                                 "--rate-limit", "2/1h", "--ban-time", "1h"])
+                                 "--rate-limit", "2/1h", "--ban-time", "1h", "--metrics-listen", "127.0.0.1:\(try freePort())"])
         defer { daemon.stop() }
         let results = try (0..<6).map { _ in try Self.served(from: "127.0.0.9", port: daemon.port) }
+        // The metrics count them by reason: past the limit (the second starts the ban), then banned.
+        let samples = metricSamples(try httpGet(try #require(daemon.metricsPort)).body)
+        let listener = "listener=\"127.0.0.1:\(daemon.port)\""
+        #expect(samples["directd_connections_refused_total{\(listener),reason=\"rate_limit\"}"] == 2, "\(samples)")
+        #expect(samples["directd_connections_refused_total{\(listener),reason=\"banned\"}"] == 2, "\(samples)")
         #expect(results == [true, true, false, false, false, false])
         #expect(daemon.waitForLog("rate-limit (2/1h) exceeded again by 127.0.0.9: banned for 1h"), "\(daemon.logText)")
         #expect(daemon.waitForLog("127.0.0.9 is banned (rate-limit) for"), "\(daemon.logText)")
