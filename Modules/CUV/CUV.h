@@ -30,4 +30,16 @@ static inline int cuv_at_urgent_mark(int fd) {
   return ioctl(fd, SIOCATMARK, &mark) < 0 ? -1 : (mark != 0);
 }
 
+/* memfd_create(2) and file seals: directd's upgrade hands its state to the new
+ * process in a sealed memfd. GNU extensions, as splice above. */
+#define CUV_MFD_CLOEXEC 1U
+#define CUV_MFD_ALLOW_SEALING 2U
+#define CUV_F_ADD_SEALS 1033
+#define CUV_F_GET_SEALS 1034
+#define CUV_F_SEAL_SEAL 1
+#define CUV_F_SEAL_SHRINK 2
+#define CUV_F_SEAL_GROW 4
+#define CUV_F_SEAL_WRITE 8
+extern int memfd_create(const char *name, unsigned int flags);
+
 #endif

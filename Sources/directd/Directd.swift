@@ -68,6 +68,7 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: OptionTable.all[flag: "rate-limit-exempt"]) var rateLimitExempt: String?
     @Option(help: OptionTable.all[flag: "user"]) var user: String?
     @Option(help: OptionTable.all[flag: "group"]) var group: String?
+    @Option(help: OptionTable.all[flag: "pid-file"], completion: .file()) var pidFile: String?
 
     /// The flags given, by flag name, read off the `@Option` properties above.
     var flags: [String: String] {
@@ -102,7 +103,8 @@ struct ConfigOptions: ParsableArguments {
     /// Reads the settings and resolves the bind value; any failure is reported and
     /// becomes the process's exit status. With bind-dynamic, an element that
     /// names nothing yet is waited for instead (a malformed value still fails).
-    func plan() throws -> (Settings, BindPlan) {
+    /// `failed` hears the message first (an upgrade's new process tells the old one).
+    func plan(failed: (String) -> Void = { _ in }) throws -> (Settings, BindPlan) {
         do {
             let settings = try settings()
             Log.level = settings.logLevel
@@ -119,6 +121,7 @@ struct ConfigOptions: ParsableArguments {
             }
             return (settings, plan)
         } catch {
+            failed("\(error)")
             throw ExitStatus.report(error)
         }
     }
@@ -181,9 +184,26 @@ struct Serve: ParsableCommand {
     func run() throws {
         // Held until the lifecycle's watchers exist (it releases them).
         ProcessSetup.holdSignals()
-        let (settings, plan) = try options.plan()
+        // What an upgrade later needs of this start: the path, and the version.
+        InstalledExecutable.record()
+        _ = BuildIdentity.version
+        // Started by an upgrade: the running directd waits for this one's answer.
+        let upgrade = UpgradeReceiver.fromEnvironment()
+        let (settings, plan) = try options.plan { upgrade?.refuse("the config is invalid: \($0)") }
         let privilegePlan = try options.privilegePlan(settings)
-        let (inherited, store) = try options.inheritedSockets(settings, plan: plan)
+        let (inherited, store): ([InheritedSocket]?, FileDescriptorStore)
+        var handed: UpgradeReceiver.Handover?
+        do {
+            (inherited, store) = try options.inheritedSockets(settings, plan: plan)
+            handed = try upgrade?.receive()
+        } catch {
+            upgrade?.refuse("\(error)")
+            if error is HandoverRefusal {
+                Log.error("refusing the upgrade: \(error)")
+                throw ExitCode(ExitStatus.software.rawValue)
+            }
+            throw error
+        }
 
         let server = Server(loop: uv_default_loop(), settings: settings)
         // The log drains on the loop from here on (it never keeps the loop alive).
@@ -192,25 +212,43 @@ struct Serve: ParsableCommand {
         let (file, flags) = (options.config, options.flags)
         server.readSettings = { try Settings.resolve(file: file, flags: flags) }
         server.descriptorStore = store
+        server.handedListeners = handed?.listeners
+        server.isUpgrade = upgrade != nil
+        let pidFile = settings.pidFile.isEmpty ? nil : PIDFile(path: settings.pidFile)
+        server.pidFile = pidFile
         do {
-            if let inherited {
+            if let listeners = handed?.listeners, listeners.fromSocketUnit {
+                let configured = settings.given.contains(OptionTable.bindInterface.key!)
+                try server.adopt(SocketActivation.adopt(listeners.socketUnitSockets(), plan: configured ? plan : nil))
+            } else if let inherited {
                 try server.adopt(inherited)
             } else if settings.bindDynamic {
                 try server.follow(plan)
             } else {
                 try server.listen(plan)
             }
-            try server.dropPrivileges(inherited == nil ? privilegePlan : privilegePlan.forInheritedSockets)
+            handed?.listeners.closeRest()
+            // Sockets handed over (socket activation, or an upgrade) are never bound again here.
+            try server.dropPrivileges(inherited == nil && handed == nil ? privilegePlan : privilegePlan.forInheritedSockets)
             server.measureDescriptors()
+            if let sessions = handed?.sessions { try server.restore(sessions) }
             if watchConfig, let path = options.config { try server.watchConfig(at: path) }
             try server.start()
+            // Before the old process hears it may exit: the file names this one first.
+            try pidFile?.write()
+            // Read from only now: before this, a refusal leaves every byte to the old process.
+            server.resumeRestoredSessions()
+            upgrade?.serving()
         } catch {
+            upgrade?.refuse("\(error)")
+            server.abandonRestoredSessions()
             server.stop()
             server.run()   // lets libuv finish closing what did open
             Log.detach()
             throw ExitStatus.report(error)
         }
         server.run()
+        pidFile?.remove(ifItNames: getpid())
         Log.detach()   // closes the log's loop handles; the rest is flushed at exit
         uv_loop_close(server.loop)
     }

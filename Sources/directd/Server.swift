@@ -25,6 +25,50 @@ final class Server: SessionHost, ReloadTarget {
     /// kept, whatever reloads do to the options.
     private lazy var rates = RateLimitTable()
     private var ratesAllocated = false
+    /// In-place upgrades (SIGUSR2, or `upgrade(completion:)`).
+    private lazy var upgrader = Upgrader(loop: loop, actions: .init(
+        listeners: { [unowned self] in
+            (self.source?.listeners ?? [], self.source?.origin == .serviceManager)
+        },
+        holdSessions: { [unowned self] in
+            self.heldSessions = self.table.sessions.values.filter { $0.holdForUpgrade() }.sorted { $0.id < $1.id }
+        },
+        heldSessionsAreQuiet: { [unowned self] in
+            self.heldSessions.allSatisfy { $0.isClosed || $0.snapshot != nil }
+        },
+        sessionsToHandOver: { [unowned self] in
+            // Those with something still in flight stay here, and drain.
+            let (quiet, busy) = (self.heldSessions.filter { !$0.isClosed && $0.snapshot != nil },
+                                 self.heldSessions.filter { !$0.isClosed && $0.snapshot == nil })
+            busy.forEach { $0.releaseAfterUpgrade() }
+            self.heldSessions = quiet
+            return quiet
+        },
+        releaseSessions: { [unowned self] in
+            let held = self.heldSessions
+            self.heldSessions = []
+            held.forEach { $0.releaseAfterUpgrade() }
+        },
+        rolledBack: { [unowned self] in
+            do throws(PIDFile.WriteError) {
+                try self.pidFile?.write()
+            } catch {
+                Log.warning("\(error)")
+            }
+        },
+        handedOver: { [unowned self] outcome in self.handedOver(outcome) },
+        notifier: { [unowned self] in self.notifier }))
+    /// Listening sockets an upgrade handed this process (it is the new one);
+    /// set by the command before listening.
+    var handedListeners: HandedListeners?
+    /// This process took over from another (`MAINPID=` at readiness).
+    var isUpgrade = false
+    /// `pid-file`, if set; set by the command (a rollback writes it again).
+    var pidFile: PIDFile?
+    /// Sessions held (not reading) while an upgrade may take them.
+    private var heldSessions: [Session] = []
+    /// Sessions an upgrade handed this process, not reading until it serves.
+    private var restored: [Session] = []
     /// Sessions waiting for relay memory, for a rate-limited warning.
     private var memoryWarningAt: UInt64 = 0
     /// The tick's expiries, cut only if they still hold after the next poll.
@@ -49,6 +93,7 @@ final class Server: SessionHost, ReloadTarget {
                          + (self.source?.problem.map { "; \($0)" } ?? ""))
             },
             reload: { [unowned self] in self.reloader.request(cause: "SIGHUP") },
+            upgrade: { [unowned self] in self.upgrader.start(cause: "SIGUSR2") },
             tick: { [unowned self] now in self.tick(now) }))
         lifecycle.setGrace(settings.grace)
         gate.accept = { [unowned self] listener in self.accept(on: listener) }
@@ -100,10 +145,11 @@ final class Server: SessionHost, ReloadTarget {
         })
     }
 
-    /// The fdstore's socket for a target, if it handed one back.
+    /// The socket an upgrade handed over for a target, else the fdstore's, if any.
     private var takeOver: ((ListenTarget) -> Int32?)? {
-        guard let store = descriptorStore else { return nil }
-        return { [unowned store] target in store.takeOver(target) }
+        let store = descriptorStore, handed = handedListeners
+        guard store != nil || handed != nil else { return nil }
+        return { target in handed?.takeOver(target) ?? store?.takeOver(target) }
     }
 
     private func use(_ source: ListenerSource) {
@@ -176,7 +222,7 @@ final class Server: SessionHost, ReloadTarget {
                                              total: Int(self.table.total))
         }
         descriptorStore?.attach(notifier, listeners: source?.listeners ?? [])
-        notifier.ready()
+        if isUpgrade { notifier.readyAsMainProcess() } else { notifier.ready() }
         notifier.statusChanged()
         self.notifier = notifier
     }
@@ -293,6 +339,10 @@ final class Server: SessionHost, ReloadTarget {
     private func tick(_ now: UInt64) {
         gate.tick(now: now, needed: descriptorsPerSession, open: table.count)
         pool.trim()
+        // Held sessions read nothing while an upgrade runs (at most its
+        // deadline): their idle time is not theirs, and a reset would reach
+        // sockets the new process may hold already.
+        guard !upgrader.inProgress else { return }
         expiries.propose(table.expired(at: now, connectLimit: UInt64(settings.connectTimeout * 1000),
                                        idleLimit: UInt64(settings.idleTimeout * 1000)))
     }
@@ -305,6 +355,74 @@ final class Server: SessionHost, ReloadTarget {
         case .idle:
             session.close(reason: "idle for \(settings.idleTimeout) s", reset: true)   // cut on purpose
         }
+    }
+
+    // MARK: upgrading
+
+    /// Starts an in-place upgrade; `completion` hears how it ended (the
+    /// control socket's `directd upgrade` waits for it).
+    func upgrade(completion: @escaping (UpgradeOutcome) -> Void) {
+        guard !lifecycle.stopping else { return completion(.notStarted("directd is stopping")) }
+        upgrader.start(cause: "upgrade requested", completion: completion)
+    }
+
+    /// The new process serves on the same listening sockets: this one lets go
+    /// of its copies with a plain close (the sockets stay open in the new
+    /// process, so nothing is refused and nothing is sent to anyone) and
+    /// drains its open connections as a stop does. The service manager hears
+    /// nothing more from it: the new process is the main one now, and a
+    /// STOPPING=1 would stop the service.
+    private func handedOver(_ outcome: UpgradeOutcome) {
+        notifier?.close()
+        notifier = nil
+        // A plain close: the new process holds the same sockets, so the kernel
+        // sends nothing (no FIN, no reset), and their bytes wait for it there.
+        let moved = heldSessions
+        heldSessions = []
+        for session in moved {
+            session.close(reason: "handed over (\(outcome.reason))")
+        }
+        Log.line("handed over: this process stops accepting; \(table.count) connections get \(settings.grace) s to finish here")
+        lifecycle.stop(signal: nil, grace: settings.grace)
+    }
+
+    /// Rebuilds the sessions an upgrade handed over (after the listeners);
+    /// they read once `resumeRestoredSessions` says the handover is done.
+    func restore(_ sessions: [HandedSession]) throws(HandoverRefusal) {
+        for handed in sessions {
+            let entry = handed.entry
+            table.continueNumbering(after: entry.id)
+            guard let session = Session(host: self, loop: loop, pool: pool,
+                                        writeQueueLimit: entry.writeQueueLimit, id: entry.id) else {
+                throw HandoverRefusal("cannot create a connection handle for #\(entry.id)")
+            }
+            session.relayStrategy = relay
+            if let error = session.restore(client: handed.client, upstream: handed.upstream,
+                                           directions: handed.directions,
+                                           age: entry.age, idle: entry.idle) {
+                session.close(reason: nil)
+                throw HandoverRefusal("cannot take over #\(entry.id): \(error)")
+            }
+            table.insert(session)
+            restored.append(session)
+            let piped = entry.directions.reduce(0) { $0 + $1.inPipe }
+            Log.info("#\(entry.id) taken over from the old process (\(entry.clientPeer)\(entry.upstream == nil ? ", echo" : " to \(entry.upstreamPeer)")\(piped > 0 ? ", \(piped) bytes waiting in its pipes" : ""))", category: .opened)
+        }
+    }
+
+    /// The handover is done: the restored sessions read again.
+    func resumeRestoredSessions() {
+        let sessions = restored
+        restored = []
+        sessions.forEach { $0.resumeAfterUpgrade() }
+    }
+
+    /// The handover failed after sessions were restored: they close here
+    /// with a plain close (never a reset: the old process serves them on).
+    func abandonRestoredSessions() {
+        let sessions = restored
+        restored = []
+        sessions.forEach { $0.close(reason: "the handover was refused; the old process keeps it") }
     }
 
     // MARK: stopping
@@ -350,6 +468,7 @@ final class Server: SessionHost, ReloadTarget {
             Log.line(table.summary)
         }
         lifecycle.finish()
+        upgrader.close()
         expiries.close()
         reloader.close()
         gate.close()

@@ -26,8 +26,10 @@ final class Spawned {
         case file(String)
     }
 
+    /// `environment`: variables set (or replaced) in the child's environment.
     init(_ arguments: [String], executable: String = directdPath, prefix: [String] = [],
-         stdin: Standard = .null, stdout: Standard = .null, stderr: Standard = .pipe) throws {
+         stdin: Standard = .null, stdout: Standard = .null, stderr: Standard = .pipe,
+         environment: [String: String] = [:]) throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -73,7 +75,17 @@ final class Spawned {
         posix_spawnattr_setsigmask(&attributes, &unblocked)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
         var child: pid_t = 0
-        let status = posix_spawn(&child, argv[0], &actions, &attributes, &cArguments, environ)
+        var inherited: [String] = []
+        var index = 0
+        while let entry = environ[index] {
+            let text = String(cString: entry)
+            index += 1
+            if let equals = text.firstIndex(of: "="), environment[String(text[..<equals])] != nil { continue }
+            inherited.append(text)
+        }
+        var cEnvironment = (inherited + environment.map { "\($0.key)=\($0.value)" }).map { strdup($0) } + [nil]
+        defer { cEnvironment.forEach { free($0) } }
+        let status = posix_spawn(&child, argv[0], &actions, &attributes, &cArguments, &cEnvironment)
         if pipeEnds[1] >= 0 { Glibc.close(pipeEnds[1]) }
         guard status == 0 else {
             if read >= 0 { Glibc.close(read) }

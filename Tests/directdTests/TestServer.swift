@@ -92,13 +92,15 @@ enum Behaviour {
         }
     }
 
-    /// Writes `count` bytes of `pattern(offset)`; false if the peer went away.
-    static func flood(_ fd: Int32, count: Int) -> Bool {
-        var chunk = [UInt8](repeating: 0, count: 65536)
+    /// Writes `count` bytes of `byte(offset)` (`pattern` by default), `chunkSize`
+    /// at a time with `pause` µs after each; false if the peer went away.
+    static func flood(_ fd: Int32, count: Int, chunkSize: Int = 65536, pause: UInt32 = 0,
+                      byte: (Int) -> UInt8 = pattern) -> Bool {
+        var chunk = [UInt8](repeating: 0, count: chunkSize)
         var offset = 0
         while offset < count {
             let size = min(chunk.count, count - offset)
-            for index in 0..<size { chunk[index] = pattern(offset + index) }
+            for index in 0..<size { chunk[index] = byte(offset + index) }
             var sent = 0
             while sent < size {
                 let result = chunk[sent..<size].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -106,6 +108,7 @@ enum Behaviour {
                 sent += result
             }
             offset += size
+            if pause > 0 { usleep(pause) }
         }
         return true
     }

@@ -24,6 +24,11 @@ final class SessionTable {
         return nextID
     }
 
+    /// An upgrade handed over sessions up to `id`: new ones are numbered after it.
+    func continueNumbering(after id: UInt64) {
+        nextID = max(nextID, id + 1)
+    }
+
     func insert(_ session: Session) {
         sessions[session.id] = session
         total += 1

@@ -139,6 +139,11 @@ enum OptionTable {
     static let grace = OptionSpec(
         key: "grace", flag: "grace", property: \.grace, value: .seconds(), defaultValue: 10,
         valueName: "seconds", help: "Seconds open connections get to finish after SIGINT/SIGTERM.", reloadable: true)
+    static let pidFile = OptionSpec(
+        key: "pid-file", flag: "pid-file", property: \.pidFile, value: .text, defaultValue: "",
+        valueName: "path",
+        help: "Write the process ID here at start (atomically), and again from the new process after an in-place upgrade; empty: none.",
+        reloadable: false)
     static let logLevel = OptionSpec(
         key: "log-level", flag: "log-level", property: \.logLevel, value: .logLevel, defaultValue: .info,
         valueName: "level", help: "error, warning, info or debug.", reloadable: true)
@@ -190,6 +195,7 @@ enum OptionTable {
         AnyOptionSpec(maxConnections), AnyOptionSpec(maxConnectionsPerClient), AnyOptionSpec(idleTimeout),
         AnyOptionSpec(connectTimeout), AnyOptionSpec(writeQueueLimit), AnyOptionSpec(memoryLimit),
         AnyOptionSpec(proxyProtocol), AnyOptionSpec(relayMode), AnyOptionSpec(grace), AnyOptionSpec(logLevel), AnyOptionSpec(backlog), AnyOptionSpec(directServer),
+        AnyOptionSpec(pidFile),
     ] + guarding
 
     /// The options a config file may set, by key.

@@ -27,6 +27,8 @@ struct Settings: Sendable {
     /// Seconds open connections get to finish after SIGINT or SIGTERM.
     var grace: Double = OptionTable.grace.defaultValue
     var logLevel: LogLevel = OptionTable.logLevel.defaultValue
+    /// Where the process ID is written; empty: nowhere.
+    var pidFile: String = OptionTable.pidFile.defaultValue
     /// RustDesk's `direct-server` as a config file states it; nil when none does.
     var directServer: Bool? = OptionTable.directServer.defaultValue
     /// Follow the bind value as interfaces and addresses come and go.

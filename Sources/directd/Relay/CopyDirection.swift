@@ -39,13 +39,19 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
     /// `session` is unowned.
     private var sessionWhileWaiting: Session?
     private var shutdownRequest: UnsafeMutablePointer<uv_shutdown_t>?
+    /// Held for an upgrade: reading stays stopped (a write that completes does
+    /// not restart it) until `release`.
+    private var held = false
 
     /// `alreadyMoved`: bytes an earlier direction moved before handing over
     /// (a splice direction that falls back to copying).
+    /// `finished`: a direction an upgrade handed over after its half-close
+    /// (the source's EOF passed on); it is never started.
     init(session: Session, source: UnsafeMutablePointer<uv_stream_t>, sink: UnsafeMutablePointer<uv_stream_t>,
-         alreadyMoved: UInt64 = 0) {
+         alreadyMoved: UInt64 = 0, finished: Bool = false) {
         self.session = session
         self.bytesMoved = alreadyMoved
+        self.finished = finished
         self.pool = session.pool
         self.queueLimit = session.writeQueueLimit
         self.readLength = session.readLength
@@ -77,6 +83,27 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
 
     func stop() {
         uv_read_stop(source)
+    }
+
+    // MARK: upgrades
+
+    func hold() {
+        held = true
+        uv_read_stop(source)
+    }
+
+    /// No byte queued towards the sink, no shutdown pending, no wait for a chunk.
+    var isQuiescent: Bool {
+        uv_stream_get_write_queue_size(sink) == 0 && !waitingForChunk && (shutdownRequest == nil || finished)
+    }
+
+    var handoverState: DirectionState { DirectionState(moved: bytesMoved, finished: finished) }
+
+    func release() -> UVError? {
+        held = false
+        guard !finished, shutdownRequest == nil, !waitingForChunk else { return nil }
+        paused = false
+        return start()
     }
 
     private func didRead(_ nread: Int, _ buf: uv_buf_t) {
@@ -153,7 +180,7 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
             if UVError(status) != .cancelled { session.fail(UVError(status), side: sink) }
             return
         }
-        if paused, !session.isClosed, hasRoomForARead {
+        if paused, !held, !session.isClosed, hasRoomForARead {
             paused = false
             if !waitingForChunk, let error = start() { session.fail(error, side: source) }
         }
@@ -173,7 +200,7 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
         defer { sessionWhileWaiting = nil }
         waitingForChunk = false
         guard !session.isClosed else { return false }
-        if paused { return true }   // the write callback starts it once the queue drains
+        if paused || held { return true }   // the write callback (or `release`) starts it
         if let error = start() { session.fail(error, side: source) }
         return true
     }

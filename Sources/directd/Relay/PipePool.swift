@@ -77,6 +77,13 @@ final class PipePool {
         return Pipe(readEnd: ends.0, writeEnd: ends.1)
     }
 
+    /// Counts a pipe an upgrade handed over (with bytes in it) as one of this
+    /// pool's, in use.
+    func adopt(_ pipe: Pipe) {
+        open += 1
+        descriptorsChanged(2)
+    }
+
     /// Takes back an empty pipe.
     func give(_ pipe: Pipe) {
         if free.count < keep, open <= limit {

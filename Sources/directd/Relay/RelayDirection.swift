@@ -25,6 +25,29 @@ protocol RelayDirection: AnyObject {
     /// Descriptors this direction holds besides the connection's two sockets
     /// (a splice pipe would hold two), for the descriptor budget.
     var descriptorsUsed: Int { get }
+
+    /// Stops reading for an upgrade's handover; what it holds still goes out
+    /// to the sink (a splice pipe's bytes wait in it instead), and nothing
+    /// restarts the reading until `release`.
+    func hold()
+    /// Nothing in flight outside `handoverState` (no byte queued in user
+    /// space for the sink, no half-close pending).
+    var isQuiescent: Bool { get }
+    /// What a handover carries of this direction, once held and quiescent.
+    var handoverState: DirectionState { get }
+    /// Reads again: the handover did not happen, or did not take the session.
+    func release() -> UVError?
+}
+
+/// One direction's state as an upgrade hands it over: the bytes it moved,
+/// whether its source's EOF was passed on (half-closed), and a splice pipe
+/// with the bytes it still holds for the sink (read from the source, counted
+/// in `moved`, not yet written).
+struct DirectionState {
+    var moved: UInt64 = 0
+    var finished = false
+    var pipe: PipePool.Pipe? = nil
+    var inPipe = 0
 }
 
 extension UVError {

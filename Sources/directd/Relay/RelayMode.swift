@@ -39,14 +39,25 @@ final class RelayStrategy {
     /// more descriptors than a copying one until bytes flow; its pipes (and a
     /// duplicate of a full sink) are taken from the pool as they are needed,
     /// and a direction that cannot have them copies instead.
+    ///
+    /// `states`: where a session an upgrade handed over stood (client to
+    /// upstream first); its directions continue from there. A handed-over pipe
+    /// with bytes is drained by splicing, whatever the mode (copy mode then
+    /// splices that session on, as auto would).
     func directions(for session: Session, client: UnsafeMutablePointer<uv_stream_t>,
-                    upstream: UnsafeMutablePointer<uv_stream_t>) -> [any RelayDirection] {
-        if mode != .copy,
-           let toUpstream = SpliceDirection(session: session, source: client, sink: upstream, pipes: pipes, mode: mode),
-           let toClient = SpliceDirection(session: session, source: upstream, sink: client, pipes: pipes, mode: mode) {
+                    upstream: UnsafeMutablePointer<uv_stream_t>,
+                    states: [DirectionState] = [DirectionState(), DirectionState()]) -> [any RelayDirection] {
+        let handedPipe = states.contains { $0.pipe != nil }
+        if mode != .copy || handedPipe,
+           let toUpstream = SpliceDirection(session: session, source: client, sink: upstream, pipes: pipes,
+                                            mode: mode == .copy ? .auto : mode, state: states[0]),
+           let toClient = SpliceDirection(session: session, source: upstream, sink: client, pipes: pipes,
+                                          mode: mode == .copy ? .auto : mode, state: states[1]) {
             return [toUpstream, toClient]
         }
-        return [CopyDirection(session: session, source: client, sink: upstream),
-                CopyDirection(session: session, source: upstream, sink: client)]
+        return [CopyDirection(session: session, source: client, sink: upstream,
+                              alreadyMoved: states[0].moved, finished: states[0].finished),
+                CopyDirection(session: session, source: upstream, sink: client,
+                              alreadyMoved: states[1].moved, finished: states[1].finished)]
     }
 }

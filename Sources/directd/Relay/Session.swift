@@ -46,7 +46,7 @@ final class Session {
     private(set) var connecting = false
     /// The client's address, once accepted (`readPeer`).
     var peer: SocketAddress?
-    let opened: UInt64
+    private(set) var opened: UInt64
     private(set) var lastActivity: UInt64
     /// Descriptors held now: sockets, and whatever the directions hold.
     private(set) var descriptors = 0
@@ -232,6 +232,92 @@ final class Session {
 
     func waitingForMemory() {
         host.sessionWaitsForMemory(self)
+    }
+
+    // MARK: upgrades
+
+    /// What an upgrade hands over of a session: its sockets and, per
+    /// direction, the bytes moved and whether it has finished (half-closed).
+    struct Snapshot {
+        let relaying: Bool
+        let client: Int32
+        let upstream: Int32?
+        let directions: [DirectionState]
+    }
+
+    /// The directions, when the session can be handed over: started, not
+    /// connecting, not closed.
+    private var handoverDirections: [any RelayDirection]? {
+        guard !isClosed, !connecting, !directions.isEmpty else { return nil }
+        return directions
+    }
+
+    /// Stops reading on both sides for a handover; false (nothing changed)
+    /// when the session cannot be handed over.
+    func holdForUpgrade() -> Bool {
+        guard let held = handoverDirections else { return false }
+        held.forEach { $0.hold() }
+        return true
+    }
+
+    /// Held, and nothing in flight: its state is the snapshot's.
+    var snapshot: Snapshot? {
+        guard let held = handoverDirections, held.allSatisfy(\.isQuiescent) else { return nil }
+        var clientFD: uv_os_fd_t = -1, upstreamFD: uv_os_fd_t = -1
+        guard uv_fileno(HandleStorage.base(client), &clientFD) == 0 else { return nil }
+        if let upstream, uv_fileno(HandleStorage.base(upstream), &upstreamFD) != 0 { return nil }
+        return Snapshot(relaying: upstream != nil, client: clientFD, upstream: upstream == nil ? nil : upstreamFD,
+                        directions: held.map(\.handoverState))
+    }
+
+    /// Reads again: the handover did not happen, or did not take this session.
+    func releaseAfterUpgrade() {
+        for direction in handoverDirections ?? [] {
+            if let error = direction.release() { return fail(error, side: direction.source) }
+        }
+    }
+
+    /// Rebuilds a session an upgrade handed over, on this process's loop:
+    /// the client's socket (and the upstream's), the counters and the
+    /// half-closes. Nothing is read until `resumeAfterUpgrade`. On failure the
+    /// descriptors not taken yet stay the caller's.
+    func restore(client fd: Int32, upstream upstreamFD: Int32?, directions states: [DirectionState],
+                 age: UInt64, idle: UInt64) -> UVError? {
+        if let error = UVError.check(uv_tcp_open(client, fd)) { return error }
+        readPeer()
+        let now = uv_now(loop)
+        opened = now > age ? now - age : 0
+        lastActivity = now > idle ? now - idle : 0
+        uv_tcp_nodelay(client, 1)
+        guard let upstreamFD else {
+            guard states.count == 1, states[0].pipe == nil else { return .invalidArgument }
+            directions = [CopyDirection(session: self, source: clientStream, sink: clientStream,
+                                        alreadyMoved: states[0].moved, finished: states[0].finished)]
+            return nil
+        }
+        guard states.count == 2 else { return .invalidArgument }
+        let handle = HandleStorage.allocate(uv_tcp_t.self)
+        if let error = UVError.check(uv_tcp_init(loop, handle)) {
+            HandleStorage.discard(handle)
+            return error
+        }
+        HandleStorage.attach(self, to: handle)
+        upstream = handle
+        holdDescriptors(1)
+        if let error = UVError.check(uv_tcp_open(handle, upstreamFD)) { return error }
+        uv_tcp_nodelay(handle, 1)
+        let upstreamStream = HandleStorage.stream(handle)
+        // As this process's relay-mode says (the pipes were empty when held).
+        guard let relayStrategy else { return .invalidArgument }
+        directions = relayStrategy.directions(for: self, client: clientStream, upstream: upstreamStream, states: states)
+        return nil
+    }
+
+    /// Starts the directions a restored session has not finished.
+    func resumeAfterUpgrade() {
+        for direction in directions where !direction.finished {
+            if let error = direction.start() { return fail(error, side: direction.source) }
+        }
     }
 
     /// An error on one side (reset, broken pipe, timeout) ends the session. The

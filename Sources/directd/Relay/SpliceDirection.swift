@@ -66,6 +66,8 @@ final class SpliceDirection: RelayDirection {
     /// a kernel that cannot splice these sockets.
     private var splicedOnce = false
     private var stopped = false
+    /// Held for an upgrade (see `RelayDirection.hold`).
+    private var held = false
     /// The last read from the source was small (an interactive message): the
     /// socket very likely has nothing more, and the level-triggered watcher
     /// says if it has. In `auto` mode, the next read is then a plain `recv`
@@ -88,8 +90,10 @@ final class SpliceDirection: RelayDirection {
     private static let flags = UInt32(CUV_SPLICE_F_MOVE | CUV_SPLICE_F_NONBLOCK)
 
     /// nil when a handle has no descriptor (it cannot then be spliced).
+    /// `state`: where a direction an upgrade handed over stood, its pipe (with
+    /// the bytes still for the sink) included.
     init?(session: Session, source: UnsafeMutablePointer<uv_stream_t>, sink: UnsafeMutablePointer<uv_stream_t>,
-          pipes: PipePool, mode: RelayMode) {
+          pipes: PipePool, mode: RelayMode, state: DirectionState = DirectionState()) {
         var from: uv_os_fd_t = -1, to: uv_os_fd_t = -1
         guard uv_fileno(HandleStorage.base(source), &from) == 0,
               uv_fileno(HandleStorage.base(sink), &to) == 0 else { return nil }
@@ -102,10 +106,57 @@ final class SpliceDirection: RelayDirection {
         self.mode = mode
         copiesSmallMessages = mode == .auto
         lastReadWasSmall = copiesSmallMessages
+        bytesMoved = state.moved
+        finished = state.finished
+        if let pipe = state.pipe {
+            pipes.adopt(pipe)
+            self.pipe = pipe
+            inPipe = state.inPipe
+        }
+    }
+
+    // MARK: upgrades
+
+    func hold() {
+        held = true
+        if reading {
+            reading = false
+            uv_read_stop(source)
+        }
+        if inPipe == 0 {
+            releasePipe()
+        } else if !sourceEnded {
+            // Its bytes wait in the pipe, which goes over as it is. (With the
+            // source's EOF still to pass on, it drains instead.)
+            _ = sinkWatcher?.watch(false)
+        }
+    }
+
+    var isQuiescent: Bool {
+        finished || !sourceEnded
+    }
+
+    var handoverState: DirectionState {
+        DirectionState(moved: bytesMoved, finished: finished, pipe: inPipe > 0 ? pipe : nil, inPipe: inPipe)
+    }
+
+    func release() -> UVError? {
+        held = false
+        guard !finished, !stopped else { return nil }
+        if inPipe > 0 {
+            waitForSink()
+            return nil
+        }
+        return waitForSource()
     }
 
     func start() -> UVError? {
-        waitForSource()
+        // A handed-over pipe with bytes: those go to the sink first.
+        if inPipe > 0 {
+            pump()
+            return nil
+        }
+        return waitForSource()
     }
 
     /// The session is closing: stop watching, close the sink's duplicate (before
@@ -158,6 +209,11 @@ final class SpliceDirection: RelayDirection {
                 }
             }
             if sourceEnded { return endOfSource() }
+            if held {
+                // Drained: nothing more is read until `release`.
+                releasePipe()
+                return
+            }
             if pipe == nil {
                 // Room for the pipe and for a sink watcher, should the sink fill.
                 guard pipes.hasRoom(3), let taken = pipes.take() else { return handOverToCopying(reason: nil) }
@@ -270,7 +326,7 @@ final class SpliceDirection: RelayDirection {
     /// Reads nothing, but is told when the source is readable (see the type's comment).
     private func waitForSource() -> UVError? {
         if let sinkWatcher, let error = sinkWatcher.watch(false) { return error }
-        guard !reading else { return nil }
+        guard !reading, !held else { return nil }
         reading = true
         let error = UVError.check(uv_read_start(source, { _, _, buf in
             buf!.pointee = uv_buf_init(nil, 0)   // no buffer: libuv reads nothing

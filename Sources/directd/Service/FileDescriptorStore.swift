@@ -196,7 +196,7 @@ final class FileDescriptorStore {
     }
 
     /// The socket-activation checks, then: bound exactly where the name says.
-    private static func check(_ fd: Int32, _ name: StoredListenerName) -> Result<Void, Problem> {
+    static func check(_ fd: Int32, _ name: StoredListenerName) -> Result<Void, Problem> {
         let socket: InheritedSocket
         do throws(SocketActivationError) {
             socket = try SocketActivation.inspect(fd: fd, name: name.description)
@@ -212,7 +212,7 @@ final class FileDescriptorStore {
         return .success(())
     }
 
-    private struct Problem: Error, CustomStringConvertible {
+    struct Problem: Error, CustomStringConvertible {
         let description: String
     }
 }

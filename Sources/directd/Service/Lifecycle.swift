@@ -11,7 +11,7 @@ import UVBind
 /// then cut the rest (with a reset: their streams are incomplete). A second
 /// one cuts them at once. SIGUSR1: log a summary (at most one a second, see
 /// `SummaryRequests`). SIGHUP: reload (its default action would end the
-/// process). Loop thread only.
+/// process). SIGUSR2: upgrade in place (`Upgrader`). Loop thread only.
 final class Lifecycle {
     /// What the lifecycle asks of the server.
     struct Actions {
@@ -25,6 +25,8 @@ final class Lifecycle {
         var summary: () -> Void
         /// Read the configuration again (SIGHUP).
         var reload: () -> Void
+        /// Hand over to the binary installed at directd's path (SIGUSR2).
+        var upgrade: () -> Void
         /// Once every tick (deadlines, held listeners, memory).
         var tick: (UInt64) -> Void
     }
@@ -60,6 +62,11 @@ final class Lifecycle {
         })
         watchers.append(try SignalWatcher(loop: loop, signal: SIGHUP) { [unowned self] _ in
             self.actions.reload()
+        })
+        watchers.append(try SignalWatcher(loop: loop, signal: SIGUSR2) { [unowned self] _ in
+            // Stopping already: the drain goes on, nothing is handed over.
+            if self.stopping { return Log.warning("SIGUSR2 while stopping: no upgrade") }
+            self.actions.upgrade()
         })
         // Signals held since the start of serving arrive now, to the watchers.
         ProcessSetup.releaseSignals()

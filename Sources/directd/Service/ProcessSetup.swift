@@ -34,7 +34,7 @@ enum ProcessSetup {
     }
 
     /// The signals the server answers (Lifecycle's watchers).
-    static let answered: [Int32] = [SIGINT, SIGTERM, SIGUSR1, SIGHUP]
+    static let answered: [Int32] = [SIGINT, SIGTERM, SIGUSR1, SIGHUP, SIGUSR2]
 
     /// Holds the answered signals from the start of serving until their
     /// watchers exist: one sent in between (systemd may reload right after
@@ -51,6 +51,9 @@ enum ProcessSetup {
     /// too, or a stop request would never arrive. Pending ones arrive now.
     static func releaseSignals() {
         var held = answeredSet()
+        // SIGCHLD too: libuv reaps an upgrade's new process when it arrives,
+        // and a rollback waits for that.
+        sigaddset(&held, SIGCHLD)
         sigprocmask(SIG_UNBLOCK, &held, nil)
     }
 

@@ -103,6 +103,11 @@ final class ServiceNotifier {
     /// Startup (or a reload) is complete.
     func ready() { send("READY=1") }
 
+    /// An upgrade's new process serves: it is the main process from now on
+    /// (`MAINPID=` from a process other than the main one needs
+    /// `NotifyAccess=all`), and ready, which ends the old one's RELOADING=1.
+    func readyAsMainProcess() { send("MAINPID=\(getpid())\nREADY=1") }
+
     /// A reload starts; `ready()` must follow, whatever the reload's outcome.
     func reloading() {
         send("RELOADING=1\nMONOTONIC_USEC=\(Self.monotonicMicroseconds())")

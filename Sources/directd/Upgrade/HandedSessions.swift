@@ -1,0 +1,94 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CUV
+import UVBind
+
+/// One session an upgrade handed over, its sockets checked, waiting to be
+/// rebuilt on the new process's loop (`Session.restore`).
+struct HandedSession {
+    let entry: HandoverRecord.SessionEntry
+    let client: Int32
+    let upstream: Int32?
+    /// Per direction, as the new process rebuilds it (pipes included).
+    let directions: [DirectionState]
+
+    /// Checks the session's sockets against the record: each a connected TCP
+    /// stream socket of IPv4 or IPv6, not a listener, bound and connected
+    /// exactly where the record says.
+    init(_ entry: HandoverRecord.SessionEntry, descriptors: [Int32]) throws(HandoverRefusal) {
+        self.entry = entry
+        client = descriptors[entry.client]
+        upstream = entry.upstream.map { descriptors[$0] }
+        try Self.check(client, "#\(entry.id)'s client", local: entry.clientLocal, peer: entry.clientPeer)
+        if let upstream {
+            try Self.check(upstream, "#\(entry.id)'s upstream", local: entry.upstreamLocal, peer: entry.upstreamPeer)
+        }
+        var directions: [DirectionState] = []
+        for direction in entry.directions {
+            var state = DirectionState(moved: direction.moved, finished: direction.finished)
+            if let read = direction.pipeReadEnd, let write = direction.pipeWriteEnd {
+                let pipe = PipePool.Pipe(readEnd: descriptors[read], writeEnd: descriptors[write])
+                try Self.check(pipe, "#\(entry.id)'s pipe", holding: direction.inPipe)
+                state.pipe = pipe
+                state.inPipe = direction.inPipe
+            }
+            directions.append(state)
+        }
+        self.directions = directions
+    }
+
+    /// Both ends of one pipe, holding exactly `bytes`.
+    private static func check(_ pipe: PipePool.Pipe, _ what: String, holding bytes: Int) throws(HandoverRefusal) {
+        var read = stat(), write = stat()
+        guard fstat(pipe.readEnd, &read) == 0, fstat(pipe.writeEnd, &write) == 0,
+              read.st_mode & S_IFMT == S_IFIFO, write.st_mode & S_IFMT == S_IFIFO,
+              read.st_ino == write.st_ino, read.st_dev == write.st_dev else {
+            throw HandoverRefusal("\(what) is not the two ends of one pipe")
+        }
+        guard fcntl(pipe.readEnd, F_GETFL) & O_ACCMODE == O_RDONLY, fcntl(pipe.writeEnd, F_GETFL) & O_ACCMODE == O_WRONLY else {
+            throw HandoverRefusal("\(what)'s ends are the wrong way round")
+        }
+        var held: Int32 = 0
+        guard ioctl(pipe.readEnd, UInt(FIONREAD), &held) == 0, Int(held) == bytes else {
+            throw HandoverRefusal("\(what) holds \(held) bytes, the state says \(bytes)")
+        }
+    }
+
+    /// Where a socket is bound and connected, as `SocketAddress` prints them.
+    static func addresses(of fd: Int32) -> (local: String, peer: String)? {
+        func read(_ call: (Int32, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32) -> String? {
+            var storage = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            return withUnsafeMutablePointer(to: &storage) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                    guard call(fd, address, &length) == 0 else { return nil }
+                    return SocketAddress(UnsafePointer(address))?.description
+                }
+            }
+        }
+        guard let local = read({ getsockname($0, $1, $2) }), let peer = read({ getpeername($0, $1, $2) }) else { return nil }
+        return (local, peer)
+    }
+
+    private static func check(_ fd: Int32, _ what: String, local: String, peer: String) throws(HandoverRefusal) {
+        func option(_ name: Int32) -> Int32? {
+            var value: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            return getsockopt(fd, SOL_SOCKET, name, &value, &length) == 0 ? value : nil
+        }
+        var status = stat()
+        guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFSOCK else {
+            throw HandoverRefusal("\(what) is not a socket")
+        }
+        guard option(SO_TYPE) == Int32(SOCK_STREAM.rawValue), option(SO_PROTOCOL) == Int32(IPPROTO_TCP),
+              let domain = option(SO_DOMAIN), domain == AF_INET || domain == AF_INET6 else {
+            throw HandoverRefusal("\(what) is not a TCP socket of IPv4 or IPv6")
+        }
+        guard option(SO_ACCEPTCONN) == 0 else { throw HandoverRefusal("\(what) is a listening socket") }
+        guard let bound = addresses(of: fd) else { throw HandoverRefusal("\(what) is not connected") }
+        guard bound.local == local, bound.peer == peer else {
+            throw HandoverRefusal("\(what) is \(bound.local) to \(bound.peer), the state says \(LogEscaping.escaped(local)) to \(LogEscaping.escaped(peer))")
+        }
+    }
+}

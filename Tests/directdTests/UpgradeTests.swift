@@ -1,0 +1,616 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import Testing
+
+/// In-place upgrades (issue 19, part 1: the listeners and the copying
+/// sessions move; splicing ones drain in the old process): SIGUSR2 starts the
+/// binary installed at directd's path, which takes over the listening sockets
+/// and the sessions; every failure rolls back and leaves the old process
+/// serving as before, its sessions intact.
+///
+/// Each test runs its own copy of the debug directd (`InstalledCopy`), so that
+/// it can replace, remove or break the file as a package upgrade would.
+@Suite(.serialized)
+struct UpgradeTests {
+    /// Several upgrades in a row, alternating two builds that report different
+    /// versions (the test hook's version file), one of them after the binary
+    /// was replaced by a rename as dpkg does: every upgrade changes the PID,
+    /// the new process reports the new version and serves, a client
+    /// connecting in a loop all along is never refused, and a connection open
+    /// before the first upgrade moves with every upgrade and is served to its end.
+    @Test func upgradesInARowRefuseNoConnection() throws {
+        let copy = try InstalledCopy()
+        let pidFile = copy.directory.appendingPathComponent("directd.pid").path
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60",
+                                          "--pid-file", pidFile], copy: copy)
+        #expect(readPID(pidFile) == daemon.pid)
+        let port = daemon.port
+        let early = try TCPClient(host: "127.0.0.1", port: port)
+        #expect(roundTrip(early, "before"))
+
+        let connects = EchoConnectLoop(port: port)
+        connects.start()
+        defer { connects.stop() }
+        #expect(eventually(within: 10) { connects.succeeded > 20 })
+
+        var pids = [daemon.pid]
+        let rounds = 4
+        for round in 1...rounds {
+            let version = round % 2 == 1 ? "b" : "a"
+            try copy.setVersion(version)
+            if round == 2 { try copy.replaceByRename() }
+            let before = connects.succeeded
+            kill(pids.last!, SIGUSR2)
+            let done = eventually(within: 20) { daemon.upgradedPIDs.count == round }
+            try #require(done, "upgrade \(round) did not finish: \(daemon.logText)")
+            let pid = daemon.upgradedPIDs.last!
+            #expect(!pids.contains(pid), "upgrade \(round): the PID did not change")
+            #expect(processIsAlive(pid))
+            #expect(daemon.logText.contains("upgraded: pid \(pid) (directd \(directdVersion) (\(version))) serves now"))
+            // The pid-file names the new process before the old one hears it serves.
+            #expect(readPID(pidFile) == pid)
+            pids.append(pid)
+            // The new process serves: new connections keep succeeding.
+            #expect(eventually(within: 10) { connects.succeeded > before + 20 })
+            #expect(try roundTrip(TCPClient(host: "127.0.0.1", port: port), "after \(round)"))
+        }
+        connects.stop()
+        #expect(connects.failed == 0, "refused or cut: \(connects.failed) of \(connects.succeeded + connects.failed); \(connects.lastError)")
+        #expect(connects.succeeded > rounds * 20)
+
+        // The connection open before the first upgrade moved with each one:
+        // it still echoes, and the first process has exited (0) meanwhile.
+        #expect(daemon.spawned.waitForExit() == 0, "the first process did not exit: it kept its connection")
+        #expect(roundTrip(early, "still here"))
+        early.finishSending()
+        #expect(early.receiveAll() == [])
+        // Every process but the last has exited; the last stops as usual.
+        for pid in pids.dropFirst().dropLast() {
+            #expect(eventually(within: 15) { !processIsAlive(pid) }, "pid \(pid) did not exit after handing over")
+        }
+        #expect(readPID(pidFile) == pids.last, "an old process that exited removed or rewrote the pid-file")
+        kill(pids.last!, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pids.last!) })
+        #expect(!FileManager.default.fileExists(atPath: pidFile), "the last process did not remove its pid-file")
+        #expect(!daemon.logText.contains("rolled back"))
+    }
+
+    /// Relayed sessions move into the new process, in each relay mode:
+    /// several streaming both ways through an echo upstream, and some
+    /// half-closed (the client has finished sending; the upstream streams on),
+    /// across three upgrades in a row. Every byte arrives, in order, none
+    /// twice; no session is cut; each old process exits at once, so it held no
+    /// session.
+    @Test(arguments: ["copy", "splice", "auto"])
+    func sessionsMoveByteExact(relayMode: String) throws {
+        let upstream = try streamingUpstream()
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60",
+                                          "--forward", "127.0.0.1:\(upstream.port)", "--relay-mode", relayMode], copy: copy)
+        let streaming = 6, halfClosed = 2
+        let streams = try Streams(port: daemon.port, streaming: streaming, halfClosed: halfClosed)
+        usleep(300_000)
+        let pid = try daemon.upgradeInARow(3) { _ in usleep(300_000) }
+        streams.expectExact()
+        let moved = daemon.logText.split(separator: "\n").filter { $0.contains("upgrade: handing over 1 listeners and \(streaming + halfClosed) sessions") }
+        #expect(moved.count >= 1, "\(daemon.logText.split(separator: "\n").filter { $0.contains("handing over") })")
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
+    /// Sessions streaming through a splicing relay while the new process is
+    /// killed in the middle of the handover (it holds their sockets then):
+    /// the old process lets them read again where they stopped, and every
+    /// transfer completes byte-exact in it.
+    @Test func aRollbackLeavesStreamingSessionsIntact() throws {
+        let upstream = try streamingUpstream()
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--forward",
+                                          "127.0.0.1:\(upstream.port)", "--relay-mode", "splice"],
+                                         copy: copy, environment: ["DIRECTD_TEST_UPGRADE_STALL": "1"])
+        let streams = try Streams(port: daemon.port, streaming: 4, halfClosed: 2)
+        usleep(300_000)
+        kill(daemon.pid, SIGUSR2)
+        try #require(daemon.waitForLog("holds the handover until it is killed"), "\(daemon.logText)")
+        #expect(daemon.logText.contains("upgrade: handing over 1 listeners and 6 sessions"), "\(daemon.logText)")
+        usleep(300_000)   // the sessions wait, held, with bytes arriving
+        kill(try #require(daemon.startedPIDs.last), SIGKILL)
+        #expect(daemon.waitForLog("upgrade rolled back: the new process was killed by signal 9"), "\(daemon.logText)")
+        streams.expectExact()
+        #expect(daemon.spawned.isRunning)
+        #expect(daemon.stop() == 0)
+    }
+
+    /// A session whose client does not read (bytes queued in directd towards
+    /// it that do not drain within the hold's 500 ms) is not handed over: it
+    /// stays with the old process, which serves it to its end, byte-exact,
+    /// and exits then.
+    @Test func aSessionWithQueuedBytesStaysAndDrains() throws {
+        let (upstream, copy, daemon, client) = try upgradeWithAFloodedClient(relayMode: "copy")
+        defer { withExtendedLifetime((upstream, copy)) {} }
+        #expect(daemon.logText.contains("upgrade: handing over 1 listeners and 0 sessions"), "\(daemon.logText)")
+        usleep(300_000)
+        #expect(daemon.spawned.isRunning, "the old process left with the session")
+        #expect(receiveHashed(client, count: floodBytes) == "exact")
+        client.finishSending()   // the session ends, and with it the old process
+        #expect(daemon.spawned.waitForExit() == 0)
+        let pid = daemon.upgradedPIDs[0]
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
+    /// Many sessions at once: 200 relayed idle sessions (400 sockets, more
+    /// than one message's 253 descriptors, so the batches are used) and a few
+    /// streaming ones, across four upgrades in a row in auto mode. Every idle
+    /// session still answers, in order, after each upgrade; every stream is
+    /// exact.
+    @Test func manySessionsMoveInBatches() throws {
+        let upstream = try streamingUpstream()
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60",
+                                          "--forward", "127.0.0.1:\(upstream.port)"], copy: copy)
+        var idle: [TCPClient] = []
+        for _ in 0..<200 {
+            let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
+            #expect(client.send([UInt8(ascii: "e")]))
+            idle.append(client)
+        }
+        let streams = try Streams(port: daemon.port, streaming: 3, halfClosed: 1)
+        usleep(300_000)
+        let pid = try daemon.upgradeInARow(4) { round in
+            var answered = 0
+            for (index, client) in idle.enumerated() where roundTrip(client, "\(round)-\(index)") { answered += 1 }
+            #expect(answered == idle.count, "round \(round): \(answered) of \(idle.count) idle sessions answered")
+        }
+        #expect(daemon.logText.contains("upgrade: handing over 1 listeners and 20"), "\(daemon.logText.split(separator: "\n").filter { $0.contains("handing over") })")
+        streams.expectExact()
+        idle.forEach { $0.finishSending() }
+        #expect(idle.allSatisfy { $0.receiveAll() == [] })
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
+    /// A splicing session whose client does not read moves with the bytes
+    /// its pipe holds for the client: the pipe itself goes over, the new
+    /// process writes its bytes first, and the client receives every byte in
+    /// order; the old process exits at once.
+    @Test func aSplicedSessionMovesWithTheBytesInItsPipe() throws {
+        let (upstream, copy, daemon, client) = try upgradeWithAFloodedClient(relayMode: "splice")
+        defer { withExtendedLifetime((upstream, copy)) {} }
+        #expect(daemon.logText.contains("upgrade: handing over 1 listeners and 1 sessions"), "\(daemon.logText)")
+        #expect(daemon.logText.contains("bytes waiting in its pipes)"), "the pipe was empty: the test proves nothing")
+        #expect(daemon.spawned.waitForExit(timeout: 5) == 0, "the old process kept the session")
+        #expect(receiveHashed(client, count: floodBytes) == "exact")
+        client.finishSending()
+        let pid = daemon.upgradedPIDs[0]
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
+    /// Under a service manager: RELOADING=1 from the old process when the
+    /// upgrade starts, then MAINPID=<new pid> with READY=1 from the new one,
+    /// and never STOPPING=1 (the old one drains silently); a rollback ends
+    /// its RELOADING=1 with READY=1.
+    @Test func theServiceManagerHearsTheNewMainProcess() throws {
+        let manager = try FakeFDStore()
+        defer { manager.shutdown() }
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--config", copy.config], copy: copy, environment: ["NOTIFY_SOCKET": manager.name])
+        #expect(manager.wait { $0.contains("READY=1") }, "\(manager.messages)")
+        kill(daemon.pid, SIGUSR2)
+        try #require(eventually(within: 20) { daemon.upgradedPIDs.count == 1 }, "\(daemon.logText)")
+        let pid = daemon.upgradedPIDs[0]
+        #expect(manager.wait { $0.contains("MAINPID=\(pid)\nREADY=1") }, "\(manager.messages)")
+        #expect(daemon.spawned.waitForExit() == 0)
+        let messages = manager.messages
+        let reloading = messages.firstIndex { $0.hasPrefix("RELOADING=1\nMONOTONIC_USEC=") }
+        let ready = messages.firstIndex(of: "MAINPID=\(pid)\nREADY=1")
+        #expect(reloading != nil && ready != nil && reloading! < ready!, "\(messages)")
+        #expect(!messages.contains("STOPPING=1"), "the old process told the manager it stops: \(messages)")
+
+        // A rollback (the binary gone) frames its attempt with RELOADING=1 and READY=1.
+        try FileManager.default.removeItem(atPath: copy.path)
+        let before = manager.messages.count
+        kill(pid, SIGUSR2)
+        #expect(daemon.waitForLog("upgrade rolled back: "), "\(daemon.logText)")
+        #expect(manager.wait { Array($0.dropFirst(before)).contains("READY=1") }, "\(manager.messages)")
+        let after = Array(manager.messages.dropFirst(before))
+        #expect(after.first?.hasPrefix("RELOADING=1") == true, "\(after)")
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
+    /// A pid-file that cannot be written ends the start, naming it (78: the
+    /// path is the configuration's).
+    @Test func anUnwritablePIDFileEndsTheStart() throws {
+        let result = try runDirectd(["--bind-interface", "127.0.0.1", "--port", "0",
+                                     "--pid-file", "/nonexistent-directd-dir/directd.pid"])
+        #expect(result.status == 78)
+        #expect(result.stderr.contains("pid-file /nonexistent-directd-dir/directd.pid: cannot create"), "\(result.stderr)")
+    }
+
+    @Test func aMissingBinaryRollsBack() throws {
+        try expectRollback(reason: "cannot start") { copy, _ in try FileManager.default.removeItem(atPath: copy.path) }
+    }
+
+    @Test func aBinaryThatIsNotExecutableRollsBack() throws {
+        try expectRollback(reason: "permission denied") { copy, _ in chmod(copy.path, 0o644) }
+    }
+
+    @Test func aBinaryThatExitsAtStartRollsBack() throws {
+        try expectRollback(reason: "the new process exited with status 3 before it took over") { copy, _ in
+            try copy.replace(with: "#!/bin/sh\nexit 3\n")
+        }
+    }
+
+    @Test func anInvalidConfigRollsBackAndSaysWhy() throws {
+        try expectRollback(reason: "the new process refused: the config is invalid: ") { copy, _ in
+            try Data("{\"options\": {\"bind-interface\": ".utf8).write(to: URL(fileURLWithPath: copy.config))
+        }
+    }
+
+    @Test func aHandoverFormatMismatchRollsBack() throws {
+        try expectRollback(reason: "version mismatch: the new process (directd \(directdVersion) (a)) speaks handover format 99, this one 1",
+                           environment: ["DIRECTD_TEST_HANDOVER_FORMAT": "99"]) { _, _ in }
+    }
+
+    /// The new process is killed in the middle of the handover (the test hook
+    /// holds it once it has the descriptors); a second SIGUSR2 meanwhile is
+    /// ignored; the old process rolls back and serves on, and upgrades later.
+    @Test func aNewProcessKilledMidHandoverRollsBack() throws {
+        let copy = try InstalledCopy()
+        let pidFile = copy.directory.appendingPathComponent("directd.pid").path
+        let daemon = try UpgradingDaemon(["--config", copy.config, "--pid-file", pidFile], copy: copy,
+                                         environment: ["DIRECTD_TEST_UPGRADE_STALL": "1"])
+        let session = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        #expect(roundTrip(session, "before"))
+        kill(daemon.pid, SIGUSR2)
+        try #require(daemon.waitForLog("holds the handover until it is killed"), "\(daemon.logText)")
+        kill(daemon.pid, SIGUSR2)
+        #expect(daemon.waitForLog("an upgrade is in progress already; ignored"))
+        let child = try #require(daemon.startedPIDs.last)
+        kill(child, SIGKILL)
+        #expect(daemon.waitForLog("upgrade rolled back: the new process was killed by signal 9 before it took over"), "\(daemon.logText)")
+        #expect(daemon.spawned.isRunning)
+        #expect(readPID(pidFile) == daemon.pid)
+        #expect(roundTrip(session, "after"))
+        #expect(try roundTrip(TCPClient(host: "127.0.0.1", port: daemon.port), "new"))
+        #expect(eventually(within: 10) { !processIsAlive(child) })
+        // No upgrade is in flight any more: the next SIGUSR2 starts one (the
+        // hook holds that one too, and it is killed as well).
+        kill(daemon.pid, SIGUSR2)
+        #expect(eventually(within: 10) { daemon.startedPIDs.count == 2 })
+        if let second = daemon.startedPIDs.last, second != child {
+            #expect(eventually(within: 10) { daemon.logText.components(separatedBy: "holds the handover").count == 3 })
+            kill(second, SIGKILL)
+            #expect(eventually(within: 10) { daemon.logText.components(separatedBy: "upgrade rolled back").count == 3 })
+        }
+        session.finishSending()
+        #expect(session.receiveAll() == [])
+        #expect(daemon.stop() == 0)
+    }
+
+    /// A relayed session whose client does not read while the upstream floods
+    /// it (directd's queue, or its pipe, and the client's buffers fill), then
+    /// one upgrade, done.
+    private func upgradeWithAFloodedClient(relayMode: String) throws
+        -> (TestServer, InstalledCopy, UpgradingDaemon, TCPClient) {
+        let upstream = try streamingUpstream()
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60",
+                                          "--forward", "127.0.0.1:\(upstream.port)", "--relay-mode", relayMode], copy: copy)
+        let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        guard client.send([UInt8(ascii: "f")]) else { throw TestFailure("send") }
+        usleep(500_000)
+        kill(daemon.pid, SIGUSR2)
+        guard eventually(within: 20, { daemon.upgradedPIDs.count == 1 }) else {
+            throw TestFailure("the upgrade did not finish: \(daemon.logText)")
+        }
+        return (upstream, copy, daemon, client)
+    }
+
+    /// Breaks the upgrade with `breakIt`, sends SIGUSR2, and expects the
+    /// rollback to name `reason`, the old process to serve on (its open
+    /// connection and new ones), and to stop cleanly.
+    private func expectRollback(reason: String, environment: [String: String] = [:],
+                                _ breakIt: (InstalledCopy, UpgradingDaemon) throws -> Void) throws {
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--config", copy.config], copy: copy, environment: environment)
+        let session = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        #expect(roundTrip(session, "before"))
+        try breakIt(copy, daemon)
+        kill(daemon.pid, SIGUSR2)
+        #expect(daemon.waitForLog("upgrade rolled back: ", timeout: 20), "\(daemon.logText)")
+        let line = daemon.logText.split(separator: "\n").first { $0.contains("upgrade rolled back: ") }.map(String.init) ?? ""
+        #expect(line.contains(reason), "\(line)")
+        #expect(line.contains("pid \(daemon.pid) (directd \(directdVersion) (a)) serves on"), "\(line)")
+        #expect(daemon.spawned.isRunning)
+        #expect(daemon.upgradedPIDs.isEmpty)
+        #expect(roundTrip(session, "after"))
+        #expect(try roundTrip(TCPClient(host: "127.0.0.1", port: daemon.port), "new"))
+        session.finishSending()
+        #expect(session.receiveAll() == [])
+        #expect(daemon.stop() == 0)
+    }
+}
+
+/// directd's version as `directd --version` says it (`directd 0.2.0`).
+let directdVersion: String = {
+    let version = (try? runDirectd(["--version"]).stdout) ?? ""
+    return version.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "directd ", with: "")
+}()
+
+let streamingBytes = 1_500_000
+let halfClosedBytes = 1_000_000
+let floodBytes = 8 << 20
+
+/// A byte of the test stream at `offset`: not periodic over a transfer's
+/// length, so a lost, repeated or reordered run shows.
+func hashed(_ offset: Int) -> UInt8 {
+    var x = UInt64(offset) &* 0x9E37_79B9_7F4A_7C15
+    x ^= x >> 29
+    return UInt8(truncatingIfNeeded: x >> 24)
+}
+
+/// Sends `count` bytes of `hashed`, 16 KiB at a time with `pause` µs between.
+func sendHashed(_ fd: Int32, count: Int, pause: UInt32) -> Bool {
+    Behaviour.flood(fd, count: count, chunkSize: 16 << 10, pause: pause, byte: hashed)
+}
+
+/// Reads until EOF and says "exact" when exactly `count` bytes of `hashed`
+/// came, in order.
+func receiveHashed(_ client: TCPClient, count: Int) -> String {
+    var buffer = [UInt8](repeating: 0, count: 64 << 10)
+    var offset = 0
+    while true {
+        let got = buffer.withUnsafeMutableBytes { recv(client.fd, $0.baseAddress, $0.count, 0) }
+        if got == 0 { break }
+        if got < 0 {
+            if errno == EINTR { continue }
+            return "cut after \(offset) bytes: \(String(cString: strerror(errno)))"
+        }
+        for index in 0..<got {
+            guard buffer[index] == hashed(offset + index) else { return "wrong byte at \(offset + index)" }
+        }
+        offset += got
+    }
+    return offset == count ? "exact" : "\(offset) bytes of \(count)"
+}
+
+/// An upstream for `Streams`: the first byte says what to do: "e" echo,
+/// "h" read to EOF, then stream `halfClosedBytes` of `hashed` and close;
+/// "f" flood `floodBytes` of `hashed` at once, then close.
+func streamingUpstream() throws -> TestServer {
+    try TestServer { fd in
+        var kind: UInt8 = 0
+        guard recv(fd, &kind, 1, 0) == 1 else { return }
+        if kind == UInt8(ascii: "e") { return Behaviour.echo(fd) }
+        if kind == UInt8(ascii: "f") {
+            _ = sendHashed(fd, count: floodBytes, pause: 0)
+            return
+        }
+        _ = Behaviour.drain(fd)
+        _ = sendHashed(fd, count: halfClosedBytes, pause: 40_000)
+        shutdown(fd, Int32(SHUT_WR))
+    }
+}
+
+/// Relayed sessions through directd to a `streamingUpstream`: `streaming`
+/// ones send and receive `streamingBytes` of `hashed` each way (16 KiB every
+/// 30 ms, about 3 s), `halfClosed` ones finish sending at once and receive
+/// `halfClosedBytes`. Each checks what it received.
+final class Streams: Sendable {
+    let count: Int
+    private let results = Mutex<[String]>([])
+    private let finished = Atomic<Int>(0)
+
+    init(port: UInt16, streaming: Int, halfClosed: Int) throws {
+        count = streaming + halfClosed
+        for index in 0..<count {
+            let client = try TCPClient(host: "127.0.0.1", port: port)
+            let echo = index < streaming
+            guard client.send([echo ? UInt8(ascii: "e") : UInt8(ascii: "h")]) else { throw TestFailure("send") }
+            Thread { [self] in
+                let outcome: String
+                if echo {
+                    let writer = Thread { _ = sendHashed(client.fd, count: streamingBytes, pause: 30_000); client.finishSending() }
+                    writer.start()
+                    outcome = receiveHashed(client, count: streamingBytes)
+                } else {
+                    client.finishSending()
+                    outcome = receiveHashed(client, count: halfClosedBytes)
+                }
+                results.withLock { $0.append("#\(index): \(outcome)") }
+                finished.add(1, ordering: .releasing)
+            }.start()
+        }
+    }
+
+    /// Expects the transfers still running now, then every one to end exact.
+    func expectExact() {
+        #expect(finished.load(ordering: .acquiring) < count, "the transfers ended too early; the test proves nothing")
+        #expect(eventually(within: 60) { finished.load(ordering: .acquiring) == count })
+        let outcomes = results.withLock { $0 }
+        #expect(outcomes.count == count)
+        for outcome in outcomes { #expect(outcome.hasSuffix(": exact"), "\(outcome)") }
+    }
+}
+
+/// The PID a pid-file names, if it names one.
+func readPID(_ path: String) -> Int32? {
+    (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+}
+
+/// One echo round trip on an open connection.
+func roundTrip(_ client: TCPClient, _ text: String) -> Bool {
+    let bytes = Array(text.utf8)
+    return client.send(bytes) && client.receive(exactly: bytes.count) == bytes
+}
+
+/// The process runs (it exists and is not a zombie).
+func processIsAlive(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return false }
+    let state = stat[stat.index(close, offsetBy: 2)...].first
+    return state != "Z" && state != "X"
+}
+
+/// directd started from an `InstalledCopy` with a clean signal state
+/// (`Spawned`), its log (and that of every process it upgrades to) in a file.
+final class UpgradingDaemon {
+    let spawned: Spawned
+    let logPath: String
+
+    init(_ arguments: [String], copy: InstalledCopy, environment: [String: String] = [:]) throws {
+        logPath = copy.directory.appendingPathComponent("log").path
+        spawned = try Spawned(arguments, executable: copy.path, stderr: .file(logPath),
+                              environment: copy.environment.merging(environment) { $1 })
+        guard eventually(within: 20, { logText.contains("serving echo") || logText.contains("relaying every connection") }) else {
+            throw TestFailure("directd did not start: \(logText)")
+        }
+    }
+
+    var pid: Int32 { spawned.pid }
+    var logText: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// The port of the first listener.
+    var port: UInt16 {
+        let line = logText.split(separator: "\n").map(withoutTimestamp).first { $0.hasPrefix("listening on ") }!
+        return UInt16(line.split(separator: ":").last!)!
+    }
+
+    func waitForLog(_ text: String, timeout: Double = 10) -> Bool {
+        eventually(within: timeout) { logText.contains(text) }
+    }
+
+    /// SIGTERM, then the exit status (nil if it did not exit in time).
+    func stop() -> Int32? {
+        spawned.signal(SIGTERM)
+        return spawned.waitForExit()
+    }
+
+    /// The PIDs the log says serve after each upgrade, in order.
+    var upgradedPIDs: [Int32] { pids(after: "upgrade done: upgraded: pid ") }
+
+    /// `rounds` upgrades in a row, each expected to leave the old process
+    /// with no session (it exits at once); `after` runs after each. Returns
+    /// the PID that serves at the end.
+    func upgradeInARow(_ rounds: Int, after: (Int) -> Void) throws -> Int32 {
+        var pid = self.pid
+        for round in 1...rounds {
+            kill(pid, SIGUSR2)
+            guard eventually(within: 30, { upgradedPIDs.count == round }) else {
+                throw TestFailure("upgrade \(round) did not finish: \(logText.suffix(3000))")
+            }
+            let old = pid
+            pid = upgradedPIDs.last!
+            #expect(eventually(within: 10) { !processIsAlive(old) }, "pid \(old) still runs: it kept sessions")
+            after(round)
+        }
+        return pid
+    }
+    /// The PIDs of the new processes the log says were started.
+    var startedPIDs: [Int32] { pids(after: "upgrade: pid ", in: " started; ") }
+
+    private func pids(after prefix: String, in marker: String = "") -> [Int32] {
+        logText.split(separator: "\n").compactMap { line -> Int32? in
+            guard let range = line.range(of: prefix), marker.isEmpty || line.contains(marker) else { return nil }
+            return Int32(line[range.upperBound...].prefix { $0.isNumber })
+        }
+    }
+}
+
+/// A copy of the debug directd in a directory of its own, as an installed
+/// binary that a package upgrade replaces; with a config file and the test
+/// hook's version file ("a" to begin with). Removed at deinit.
+final class InstalledCopy {
+    let directory: URL
+    let path: String
+    let config: String
+    let versionFile: String
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("directd-upgrade-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        path = directory.appendingPathComponent("directd").path
+        config = directory.appendingPathComponent("directd.json").path
+        versionFile = directory.appendingPathComponent("version").path
+        try FileManager.default.copyItem(atPath: directdPath, toPath: path)
+        try Data("{\"options\": {\"bind-interface\": \"127.0.0.1\", \"port\": \"0\", \"grace\": \"30\"}}".utf8)
+            .write(to: URL(fileURLWithPath: config))
+        try setVersion("a")
+    }
+
+    var environment: [String: String] { ["DIRECTD_TEST_VERSION_FILE": versionFile] }
+
+    func setVersion(_ version: String) throws {
+        try Data("\(version)\n".utf8).write(to: URL(fileURLWithPath: versionFile))
+    }
+
+    /// A new file at the path, renamed over the old one (as dpkg installs).
+    func replaceByRename() throws {
+        let staged = path + ".dpkg-new"
+        try FileManager.default.copyItem(atPath: directdPath, toPath: staged)
+        guard rename(staged, path) == 0 else { throw TestFailure("rename: \(errno)") }
+    }
+
+    /// Another program at the path (a script).
+    func replace(with script: String) throws {
+        let staged = path + ".new"
+        try Data(script.utf8).write(to: URL(fileURLWithPath: staged))
+        chmod(staged, 0o755)
+        guard rename(staged, path) == 0 else { throw TestFailure("rename: \(errno)") }
+    }
+
+    deinit { try? FileManager.default.removeItem(at: directory) }
+}
+
+/// A client that connects in a loop (connect, one echo round trip, close),
+/// counting what succeeded and what was refused or cut. Bounded in count
+/// and time.
+final class EchoConnectLoop: Sendable {
+    let port: UInt16
+    private let ok = Atomic<Int>(0)
+    private let bad = Atomic<Int>(0)
+    private let stopping = Atomic<Bool>(false)
+    private let ended = Atomic<Bool>(false)
+    private let error = Mutex<String>("")
+
+    init(port: UInt16) { self.port = port }
+
+    var succeeded: Int { ok.load(ordering: .relaxed) }
+    var failed: Int { bad.load(ordering: .relaxed) }
+    var lastError: String { error.withLock { $0 } }
+
+    func start() {
+        Thread { [self] in
+            let deadline = Date().addingTimeInterval(300)
+            var count = 0
+            while !stopping.load(ordering: .relaxed), count < 1_000_000, Date() < deadline {
+                count += 1
+                do {
+                    let client = try TCPClient(host: "127.0.0.1", port: port, connectTimeout: 5)
+                    if roundTrip(client, "x") {
+                        ok.add(1, ordering: .relaxed)
+                    } else {
+                        bad.add(1, ordering: .relaxed)
+                        error.withLock { $0 = "round trip \(count) failed: \(String(cString: strerror(errno)))" }
+                    }
+                } catch {
+                    bad.add(1, ordering: .relaxed)
+                    self.error.withLock { $0 = "\(error)" }
+                }
+            }
+            ended.store(true, ordering: .releasing)
+        }.start()
+    }
+
+    /// Stops the loop and waits (bounded) for it to end.
+    func stop() {
+        stopping.store(true, ordering: .relaxed)
+        _ = eventually(within: 15) { ended.load(ordering: .acquiring) }
+    }
+}
