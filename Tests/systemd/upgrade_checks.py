@@ -49,6 +49,12 @@ class Upgrades:
     def log(self):
         return self.box.run("journalctl", "--no-pager", "-u", "directd", "-o", "cat", check=False).stdout
 
+    def journal_excerpt(self):
+        """On a failure: what systemd and directd said about upgrades and the watchdog."""
+        lines = self.box.run("journalctl", "--no-pager", "-o", "short-monotonic", "-n", "3000", check=False).stdout
+        wanted = [l for l in lines.splitlines() if re.search(r"upgrade|Watchdog|watchdog|Main process|MAINPID|Failed", l)]
+        print("journal (upgrade and watchdog lines, last 40):\n  " + "\n  ".join(wanted[-40:]), flush=True)
+
     def watchdog_timeouts(self):
         """systemd's "Watchdog timeout" lines so far (the suite's watchdog check makes one on purpose)."""
         return self.log().count("Watchdog timeout")
@@ -124,6 +130,8 @@ class Upgrades:
                    f"(mean {sum(times) / len(times):.3f} s); watchdog pinged after {bool(pinged)}, watchdog kills "
                    f"{watchdog_kills}, NRestarts {restarts} -> {op.show('NRestarts')}"
                    + (f"; {failures[:3]}" if failures else ""))
+        if failures or watchdog_kills:
+            self.journal_excerpt()
 
     # -- rollback ---------------------------------------------------------------
 
@@ -206,6 +214,7 @@ class Upgrades:
             exact, cut, problems = streams.finish()
             if not os.path.exists(box.path(self.binary)) or not os.access(box.path(self.binary), os.X_OK):
                 self.restore()
+            shutil.rmtree(os.path.dirname(box.path(SPARE)))  # the purge check compares against before the install
         for ok, detail in outcomes:
             self.check(ok, "rollback leaves the old process serving, the journal naming the cause", detail)
         refused = sum(loop.refused.values())
