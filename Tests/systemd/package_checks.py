@@ -140,6 +140,31 @@ def check_upgrade_keeps_conffile(box, op, upgrade_folder, check, other_port):
           f"{loop.total()} connects, {sum(loop.cut.values())} loop connections cut")
 
 
+def check_upgrade_falls_back(box, op, check):
+    """upgrade-in-place when the upgrade rolls back (a new process that claims another
+    handover format): it restarts the service instead, and says so on stderr."""
+    real, spare = box.path("/usr/bin/directd"), box.path("/usr/lib/directd-test/directd")
+    os.makedirs(os.path.dirname(spare), exist_ok=True)
+    os.rename(real, spare)
+    try:
+        with open(real + ".new", "w") as f:
+            f.write("#!/bin/sh\nDIRECTD_TEST_HANDOVER_FORMAT=99 exec /usr/lib/directd-test/directd \"$@\"\n")
+        os.chmod(real + ".new", 0o755)
+        os.rename(real + ".new", real)
+        pid = op.main_pid()
+        result = box.run("/usr/lib/directd/upgrade-in-place", check=False, timeout=60)
+        new_pid = op.main_pid()
+        said = ("did not complete (rolled back: version mismatch" in result.stderr
+                and "restarting it instead" in result.stderr)
+        check(result.returncode == 0 and said and new_pid not in (0, pid) and op.active() == "active",
+              "upgrade-in-place: an upgrade that rolls back falls back to `systemctl restart`, said on stderr",
+              f"exit {result.returncode}, MainPID {pid} -> {new_pid}, {op.active()}, stderr {result.stderr.strip()!r}")
+    finally:
+        os.replace(spare, real)
+        os.rmdir(os.path.dirname(spare))
+        op.systemctl("restart", "directd")
+
+
 def _wait(condition, timeout=10.0):
     deadline = time.monotonic() + timeout  # a failure bound only
     while not condition() and time.monotonic() < deadline:
@@ -166,6 +191,7 @@ def run(box, op, args, before, check, other_port):
     check_c_program(box, check)
     if args.upgrade_deb:
         check_upgrade_keeps_conffile(box, op, args.upgrade_deb, check, other_port)
+        check_upgrade_falls_back(box, op, check)
     else:
         check(False, "upgrade keeps the conffile", "no --upgrade-deb folder given")
     check_purge(box, op, before, check)

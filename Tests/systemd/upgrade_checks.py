@@ -51,9 +51,11 @@ class Upgrades:
 
     def journal_excerpt(self):
         """On a failure: what systemd and directd said about upgrades and the watchdog."""
-        lines = self.box.run("journalctl", "--no-pager", "-o", "short-monotonic", "-n", "3000", check=False).stdout
-        wanted = [l for l in lines.splitlines() if re.search(r"upgrade|Watchdog|watchdog|Main process|MAINPID|Failed", l)]
-        print("journal (upgrade and watchdog lines, last 40):\n  " + "\n  ".join(wanted[-40:]), flush=True)
+        lines = self.box.run("journalctl", "--no-pager", "-o", "short-monotonic", "--since", "40 s ago",
+                             check=False).stdout.splitlines()
+        noise = ("taken over from the old process", "closed:", "opened from", "suppressed")
+        wanted = [l for l in lines if "directd" in l and not any(n in l for n in noise)]
+        print("journal (directd's and systemd's lines about it, the last 40 s):\n  " + "\n  ".join(wanted[-80:]), flush=True)
 
     def watchdog_timeouts(self):
         """systemd's "Watchdog timeout" lines so far (the suite's watchdog check makes one on purpose)."""
@@ -111,6 +113,8 @@ class Upgrades:
                     flowing = self.wait_for(lambda: streams.progress() > before + 4096 * sessions // 4, 10)
                     if not (ok and flowing):
                         failures.append(f"upgrade {n + 1}: {detail}; sessions flowing {bool(flowing)}")
+                        self.journal_excerpt()
+                        break  # what follows would only repeat it
                 watchdog = op.show("WatchdogTimestampMonotonic")
                 pinged = self.wait_for(lambda: op.show("WatchdogTimestampMonotonic") != watchdog, 5)
                 loop.phase = "after"
@@ -130,8 +134,6 @@ class Upgrades:
                    f"(mean {sum(times) / len(times):.3f} s); watchdog pinged after {bool(pinged)}, watchdog kills "
                    f"{watchdog_kills}, NRestarts {restarts} -> {op.show('NRestarts')}"
                    + (f"; {failures[:3]}" if failures else ""))
-        if failures or watchdog_kills:
-            self.journal_excerpt()
 
     # -- rollback ---------------------------------------------------------------
 
