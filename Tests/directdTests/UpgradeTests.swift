@@ -4,6 +4,8 @@ import Glibc
 #endif
 import Synchronization
 import Testing
+import UVBind
+@testable import directd
 
 /// In-place upgrades (issue 19, part 1: the listeners and the copying
 /// sessions move; splicing ones drain in the old process): SIGUSR2 starts the
@@ -312,6 +314,47 @@ struct UpgradeTests {
         return (upstream, copy, daemon, client)
     }
 
+    /// A new process that never answers (the hook holds it) is killed at the
+    /// handover's deadline, and the old process serves on with its session.
+    @Test func aNewProcessThatNeverAnswersIsKilledAtTheDeadline() throws {
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--config", copy.config], copy: copy, environment: ["DIRECTD_TEST_UPGRADE_STALL": "1"])
+        let session = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        #expect(roundTrip(session, "before"))
+        kill(daemon.pid, SIGUSR2)
+        try #require(daemon.waitForLog("holds the handover until it is killed"), "\(daemon.logText)")
+        let child = try #require(daemon.startedPIDs.last)
+        // The deadline is 10 s; 20 s bound this wait, never a measure of it.
+        #expect(daemon.waitForLog("upgrade rolled back: no answer from the new process within 10 s", timeout: 20), "\(daemon.logText)")
+        #expect(eventually(within: 10) { !processIsAlive(child) }, "the new process was not killed")
+        #expect(roundTrip(session, "after"))
+        session.finishSending()
+        #expect(session.receiveAll() == [])
+        #expect(daemon.stop() == 0)
+    }
+
+    /// Two listeners, IPv4 and IPv6 (IPv6 only), and a session on each: the
+    /// same sockets go over, the IPv6 one still IPv6 only, and both sessions
+    /// move.
+    @Test(.enabled(if: hostHasIPv6Loopback)) func bothFamiliesMove() throws {
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1,::1", "--port", "0"], copy: copy)
+        let port = daemon.port
+        let v4 = try TCPClient(host: "127.0.0.1", port: port), v6 = try TCPClient(host: "::1", port: port)
+        #expect(roundTrip(v4, "four") && roundTrip(v6, "six"))
+        let pid = try daemon.upgradeInARow(1) { _ in }
+        #expect(daemon.logText.contains("upgrade: handing over 2 listeners and 2 sessions"), "\(daemon.logText)")
+        #expect(roundTrip(v4, "four again") && roundTrip(v6, "six again"))
+        #expect(try roundTrip(TCPClient(host: "127.0.0.1", port: port), "new four"))
+        #expect(try roundTrip(TCPClient(host: "::1", port: port), "new six"))
+        #expect(daemon.logText.contains("taking over tcp-[__1]-\(port) from the old process"), "\(daemon.logText)")
+        v4.finishSending()
+        v6.finishSending()
+        #expect(v4.receiveAll() == [] && v6.receiveAll() == [])
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
     /// Breaks the upgrade with `breakIt`, sends SIGUSR2, and expects the
     /// rollback to name `reason`, the old process to serve on (its open
     /// connection and new ones), and to stop cleanly.
@@ -612,5 +655,107 @@ final class EchoConnectLoop: Sendable {
     func stop() {
         stopping.store(true, ordering: .relaxed)
         _ = eventually(within: 15) { ended.load(ordering: .acquiring) }
+    }
+}
+
+/// The new process's checks, in process: the state record read back as
+/// written, and refused (fail closed, with the reason) when anything in it or
+/// in the descriptors sent with it is not what it says.
+struct HandoverCheckTests {
+    static let name = StoredListenerName(parsing: "tcp-127.0.0.1-21118")!
+
+    static func session(client: Int, upstream: Int?, local: String, peer: String) -> HandoverRecord.SessionEntry {
+        .init(id: 7, age: 1000, idle: 10, writeQueueLimit: 65536, client: client, clientLocal: local, clientPeer: peer,
+              upstream: upstream, upstreamLocal: upstream == nil ? "" : local, upstreamPeer: upstream == nil ? "" : peer,
+              directions: upstream == nil ? [.init(moved: 5, finished: false)]
+                  : [.init(moved: 5, finished: true), .init(moved: 9, finished: false, pipeReadEnd: 2, pipeWriteEnd: 3, inPipe: 4)])
+    }
+
+    @Test func aRecordReadsBackAsWritten() throws {
+        let record = HandoverRecord(fromSocketUnit: false, descriptorCount: 4,
+                                    listeners: [.init(descriptor: 0, name: Self.name)],
+                                    sessions: [Self.session(client: 1, upstream: nil, local: "127.0.0.1:1", peer: "127.0.0.1:2")])
+        #expect(try HandoverRecord(decoding: record.encoded()) == record)
+    }
+
+    /// Ways a record can be damaged, and what the refusal then says.
+    enum Damage: CaseIterable, Sendable {
+        case magic, format, cutShort, trailing, listenerIndex
+
+        func apply(_ bytes: inout [UInt8]) {
+            switch self {
+            case .magic: bytes[0] = 0
+            case .format: bytes[8] = 9
+            case .cutShort: bytes.removeLast(3)
+            case .trailing: bytes.append(0)
+            case .listenerIndex: bytes[28] = 200   // the first listener's descriptor index
+            }
+        }
+
+        var reason: String {
+            switch self {
+            case .magic: "not directd's"
+            case .format: "format is version 9"
+            case .cutShort: "ends early"
+            case .trailing: "past its end"
+            case .listenerIndex: "past the"
+            }
+        }
+    }
+
+    @Test(arguments: Damage.allCases)
+    func aDamagedRecordIsRefused(_ damage: Damage) throws {
+        let record = HandoverRecord(fromSocketUnit: false, descriptorCount: 2,
+                                    listeners: [.init(descriptor: 0, name: Self.name)],
+                                    sessions: [Self.session(client: 1, upstream: nil, local: "127.0.0.1:1", peer: "127.0.0.1:2")])
+        var bytes = record.encoded()
+        damage.apply(&bytes)
+        do {
+            _ = try HandoverRecord(decoding: bytes)
+            Issue.record("a damaged record (\(damage)) was read")
+        } catch {
+            #expect(error.description.contains(damage.reason), "\(damage): \(error)")
+        }
+    }
+
+    /// A session socket that is connected elsewhere than the record says, or
+    /// a listener bound elsewhere than its name, refuses the handover.
+    @Test func aSocketThatIsNotWhatTheStateSaysIsRefused() throws {
+        let server = try TestServer { fd in _ = Behaviour.drain(fd) }
+        let client = try TCPClient(host: "127.0.0.1", port: server.port)
+        let bound = try #require(HandedSession.addresses(of: client.fd))
+        let right = Self.session(client: 0, upstream: nil, local: bound.local, peer: bound.peer)
+        #expect(throws: Never.self) { try HandedSession(right, descriptors: [client.fd]) }
+        let wrong = Self.session(client: 0, upstream: nil, local: bound.local, peer: "127.0.0.1:1")
+        do {
+            _ = try HandedSession(wrong, descriptors: [client.fd])
+            Issue.record("a socket connected elsewhere was taken")
+        } catch {
+            #expect(error.description.contains("the state says"), "\(error)")
+        }
+        // A listener on the server's port, named as if it listened on 21118.
+        let record = HandoverRecord(fromSocketUnit: false, descriptorCount: 1,
+                                    listeners: [.init(descriptor: 0, name: Self.name)], sessions: [])
+        do {
+            _ = try HandedListeners(record: record, descriptors: [server.fd])
+            Issue.record("a listener elsewhere than its name was taken")
+        } catch {
+            #expect(error.description.contains("listener tcp-127.0.0.1-21118"), "\(error)")
+        }
+        // A pipe that holds another count of bytes than the state says.
+        var ends: [Int32] = [-1, -1]
+        try #require(pipe(&ends) == 0)
+        defer { ends.forEach { close($0) } }
+        #expect(write(ends[1], "abc", 3) == 3)
+        let piped = HandoverRecord.SessionEntry(
+            id: 8, age: 0, idle: 0, writeQueueLimit: 65536, client: 0, clientLocal: bound.local, clientPeer: bound.peer,
+            upstream: 1, upstreamLocal: bound.local, upstreamPeer: bound.peer,
+            directions: [.init(moved: 0, finished: false), .init(moved: 4, finished: false, pipeReadEnd: 2, pipeWriteEnd: 3, inPipe: 4)])
+        do {
+            _ = try HandedSession(piped, descriptors: [client.fd, client.fd, ends[0], ends[1]])
+            Issue.record("a pipe holding 3 bytes passed for 4")
+        } catch {
+            #expect(error.description.contains("holds 3 bytes, the state says 4"), "\(error)")
+        }
     }
 }
