@@ -86,11 +86,27 @@ class HashedStreams:
         self.listener.listen(count + 64)
         self.listener.settimeout(10)  # a failure bound only
         chunk = max(256, TOTAL_RATE // (2 * count) // int(1 / TICK))
-        self.sessions = []  # (client side, upstream side)
+        # Each client names itself first (8 bytes, not hashed): a connection that reaches
+        # the upstream from elsewhere (one left in the listener's backlog by an earlier
+        # check, say) is then never taken for a session's.
+        clients = []
         for i in range(count):
             client = connect(box, port, timeout=10)
-            upstream, _ = self.listener.accept()
-            self.sessions.append((Side(client, i * 7919, chunk), Side(upstream, i * 7919 + 524287, chunk)))
+            client.sendall(b"S%07d" % i)
+            clients.append(client)
+        upstreams = {}
+        deadline = time.monotonic() + 30  # a failure bound only
+        while len(upstreams) < count and time.monotonic() < deadline:
+            peer, _ = self.listener.accept()
+            tag = self._tag(peer)
+            if tag is not None and tag < count and tag not in upstreams:
+                upstreams[tag] = peer
+            else:
+                peer.close()
+        if len(upstreams) < count:
+            raise RuntimeError(f"only {len(upstreams)} of {count} sessions reached the upstream")
+        self.sessions = [(Side(clients[i], i * 7919, chunk), Side(upstreams[i], i * 7919 + 524287, chunk))
+                         for i in range(count)]
         self.stopping = threading.Event()
         self.echoing = True
         self.selector = selectors.DefaultSelector()
@@ -104,6 +120,18 @@ class HashedStreams:
         self.pump.start()
         self.echo = threading.Thread(target=self._echo_the_rest, daemon=True)
         self.echo.start()
+
+    @staticmethod
+    def _tag(peer):
+        """The session number a client sent first; None for anything else."""
+        peer.settimeout(2)
+        got = b""
+        try:
+            while len(got) < 8 and (chunk := peer.recv(8 - len(got))):
+                got += chunk
+        except OSError:
+            return None
+        return int(got[1:]) if len(got) == 8 and got[:1] == b"S" and got[1:].isdigit() else None
 
     @staticmethod
     def _half_close(side, peer):
