@@ -238,7 +238,8 @@ struct Serve: ParsableCommand {
             handed?.listeners.closeRest()
             // In an upgrade the old process still holds them: opened once it lets go.
             if upgrade == nil { try server.serveEndpoints(settings) }
-            try server.dropPrivileges(inherited == nil ? privilegePlan : privilegePlan.forInheritedSockets)
+            // Sockets handed over (socket activation, or an upgrade) are never bound again here.
+            try server.dropPrivileges(inherited == nil && handed == nil ? privilegePlan : privilegePlan.forInheritedSockets)
             server.measureDescriptors()
             if let sessions = handed?.sessions { try server.restore(sessions) }
             if watchConfig, let path = options.config { try server.watchConfig(at: path) }

@@ -3,6 +3,9 @@
 - a C program builds against libuvbind-dev through pkg-config and runs;
 - an operator's edited conffile survives an upgrade to a newer-versioned package,
   and the upgraded service serves with it;
+- that upgrade is in place: sessions open through directd during `apt-get install`
+  stay byte-exact both ways, the main PID changes, a connecting client is refused
+  nothing (the postinst's upgrade-in-place, not a restart);
 - `apt-get purge` leaves the system as it was before the install, the config
   included: compared file by file through the overlay's upper layer, which holds
   every file changed inside the sandbox.
@@ -13,10 +16,14 @@ import json
 import os
 import re
 import stat
+import time
 
-from clients import round_trip
+from clients import ConnectLoop, round_trip
+from streams import HashedStreams
 
 PACKAGES = ("directd", "libuvbind0", "libuvbind-dev")
+UPSTREAM_PORT = 7003
+SESSIONS = 16
 CONFIG = "/etc/directd/directd.json"
 
 # What dpkg, apt and its hooks (PackageKit's transaction log, the Prometheus node
@@ -93,6 +100,7 @@ def check_upgrade_keeps_conffile(box, op, upgrade_folder, check, other_port):
     config = json.loads(box.read(CONFIG))
     config["options"]["direct-access-port"] = other_port
     config["options"]["grace"] = 3
+    config["options"]["direct-forward"] = f"127.0.0.1:{UPSTREAM_PORT}"
     edited = json.dumps(config, indent=2) + "\n"  # other bytes than the package's, too
     box.write(CONFIG, edited)
     op.systemctl("reload", "directd", check=True)
@@ -102,17 +110,66 @@ def check_upgrade_keeps_conffile(box, op, upgrade_folder, check, other_port):
     newer = box.run("dpkg-deb", "-f", debs[0], "Version").stdout.strip()
     if box.run("dpkg", "--compare-versions", newer, "gt", installed, check=False).returncode != 0:
         return check(False, "upgrade keeps the conffile", f"{newer} in {upgrade_folder} is not newer than {installed}")
-    result = apt_install(box, debs)
+    streams = HashedStreams(box, other_port, UPSTREAM_PORT, SESSIONS)
+    try:
+        with ConnectLoop(box, other_port) as loop:
+            loop.phase = "apt-get install"
+            result = apt_install(box, debs)
+            new_pid = op.main_pid()
+            before = streams.progress()
+            flowing = bool(streams.cut() == [] and _wait(lambda: streams.progress() > before + 4096))
+            serves = round_trip(box, other_port)  # echoed by the streams' upstream
+    finally:
+        exact, cut, problems = streams.finish()
     version = box.run("dpkg-query", "-W", "-f", "${Version}", "directd", check=False).stdout
     kept = box.read(CONFIG) == edited
     leftovers = [p for p in os.listdir(box.path("/etc/directd")) if p != "directd.json"]
-    restarted = op.main_pid() not in (0, pid)
-    serves = round_trip(box, other_port)
-    check(result.returncode == 0 and version == newer and kept and not leftovers and restarted and serves,
-          "upgrade to a newer package keeps the operator's edited conffile, restarts, serves with it",
+    check(result.returncode == 0 and version == newer and kept and not leftovers and serves,
+          "upgrade to a newer package keeps the operator's edited conffile, serves with it",
           f"apt-get exited {result.returncode}, {installed} -> {version}, conffile kept {kept}, other files {leftovers}, "
-          f"restarted {restarted}, serves on {other_port} {serves}"
-          + ("" if result.returncode == 0 else f": {result.stdout[-800:]}"))
+          f"serves on {other_port} {serves}" + ("" if result.returncode == 0 else f": {result.stdout[-800:]}"))
+    said = "upgraded in place" in result.stdout and "restarting it instead" not in result.stderr
+    refused = sum(loop.refused.values())
+    check(new_pid not in (0, pid) and said and flowing and exact == SESSIONS and cut == 0 and refused == 0
+          and op.active() == "active",
+          "apt-get install of a newer package upgrades directd in place: every session byte-exact, "
+          "MainPID changed, 0 refused",
+          f"MainPID {pid} -> {new_pid}, postinst said {bool(said)} "
+          f"{[l for l in (result.stdout + result.stderr).splitlines() if 'directd:' in l][:2]}; sessions {exact} of "
+          f"{SESSIONS} byte-exact, {cut} cut {problems[:2]}, flowing after {flowing}; refused {refused} of "
+          f"{loop.total()} connects, {sum(loop.cut.values())} loop connections cut")
+
+
+def check_upgrade_falls_back(box, op, check):
+    """upgrade-in-place when the upgrade rolls back (a new process that claims another
+    handover format): it restarts the service instead, and says so on stderr."""
+    real, spare = box.path("/usr/bin/directd"), box.path("/usr/lib/directd-test/directd")
+    os.makedirs(os.path.dirname(spare), exist_ok=True)
+    os.rename(real, spare)
+    try:
+        with open(real + ".new", "w") as f:
+            f.write("#!/bin/sh\nDIRECTD_TEST_HANDOVER_FORMAT=99 exec /usr/lib/directd-test/directd \"$@\"\n")
+        os.chmod(real + ".new", 0o755)
+        os.rename(real + ".new", real)
+        pid = op.main_pid()
+        result = box.run("/usr/lib/directd/upgrade-in-place", check=False, timeout=60)
+        new_pid = op.main_pid()
+        said = ("did not complete (rolled back: version mismatch" in result.stderr
+                and "restarting it instead" in result.stderr)
+        check(result.returncode == 0 and said and new_pid not in (0, pid) and op.active() == "active",
+              "upgrade-in-place: an upgrade that rolls back falls back to `systemctl restart`, said on stderr",
+              f"exit {result.returncode}, MainPID {pid} -> {new_pid}, {op.active()}, stderr {result.stderr.strip()!r}")
+    finally:
+        os.replace(spare, real)
+        os.rmdir(os.path.dirname(spare))
+        op.systemctl("restart", "directd")
+
+
+def _wait(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout  # a failure bound only
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
 
 
 def check_purge(box, op, before, check):
@@ -134,6 +191,7 @@ def run(box, op, args, before, check, other_port):
     check_c_program(box, check)
     if args.upgrade_deb:
         check_upgrade_keeps_conffile(box, op, args.upgrade_deb, check, other_port)
+        check_upgrade_falls_back(box, op, check)
     else:
         check(False, "upgrade keeps the conffile", "no --upgrade-deb folder given")
     check_purge(box, op, before, check)

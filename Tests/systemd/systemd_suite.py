@@ -28,6 +28,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import observability_checks  # noqa: E402
 import package_checks  # noqa: E402
+import upgrade_checks  # noqa: E402
 from clients import ConnectLoop, EchoUpstream, connect, echoes, ended_by_peer, refuses, round_trip  # noqa: E402,E501
 from sandbox import Sandbox, SandboxError  # noqa: E402
 
@@ -380,6 +381,10 @@ def check_fdstore(box, op):
     op.systemctl("restart", "directd", check=True)
 
 
+def check_upgrades(box, op):
+    upgrade_checks.run(box, op, check, wait_for, PORT)
+
+
 def main():
     global ARGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -387,6 +392,7 @@ def main():
     parser.add_argument("--deb", help="folder with directd_*.deb, libuvbind0_*.deb, libuvbind-dev_*.deb")
     parser.add_argument("--upgrade-deb", help="folder with the same packages at a newer version")
     parser.add_argument("--directd", help="without --deb: the release directd to install")
+    parser.add_argument("--only", help="run only these checks (comma-separated names, e.g. check_upgrades)")
     ARGS = parser.parse_args()
     if os.geteuid() != 0:
         print("systemd: needs root (namespaces, mounts, cgroups)")
@@ -414,7 +420,9 @@ def main():
                 for step in (check_readiness, check_status_line, check_reload_applies, check_rejected_reload,
                              check_journal_priorities, check_journal_audit_fields, check_status_command,
                              check_process_sandbox, check_stop_drains, check_stop_cuts_at_grace,
-                             check_watchdog, check_socket_activation, check_fdstore):
+                             check_watchdog, check_socket_activation, check_fdstore, check_upgrades):
+                    if ARGS.only and step.__name__ not in ARGS.only.split(","):
+                        continue
                     try:
                         step(box, op)
                     except (SandboxError, OSError, subprocess.SubprocessError) as error:

@@ -106,7 +106,12 @@ final class ServiceNotifier {
     /// An upgrade's new process serves: it is the main process from now on
     /// (`MAINPID=` from a process other than the main one needs
     /// `NotifyAccess=all`), and ready, which ends the old one's RELOADING=1.
-    func readyAsMainProcess() { send("MAINPID=\(getpid())\nREADY=1") }
+    /// With a watchdog, its first ping goes too: the old process pings no more,
+    /// and this one's timer fires only an interval from now, so upgrades in a
+    /// row (or one just before the old one's next ping) would let it expire.
+    func readyAsMainProcess() {
+        send("MAINPID=\(getpid())\nREADY=1" + (watchdogInterval == nil ? "" : "\nWATCHDOG=1"))
+    }
 
     /// A reload starts; `ready()` must follow, whatever the reload's outcome.
     func reloading() {
