@@ -421,6 +421,13 @@ final class Server: SessionHost, ReloadTarget {
         for handed in sessions {
             let entry = handed.entry
             table.continueNumbering(after: entry.id)
+            if let side = handed.endedSide {
+                // Reset while held (it read nothing, so it did not notice): not
+                // rebuilt; the other side gets the reset, as a relay passes it on.
+                handed.discard()
+                Log.info("#\(entry.id) ended during the upgrade: its \(side) had reset; the other side is reset too")
+                continue
+            }
             guard let session = Session(host: self, loop: loop, pool: pool,
                                         writeQueueLimit: entry.writeQueueLimit, id: entry.id) else {
                 throw HandoverRefusal("cannot create a connection handle for #\(entry.id)")

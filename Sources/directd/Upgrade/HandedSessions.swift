@@ -12,6 +12,10 @@ struct HandedSession {
     let upstream: Int32?
     /// Per direction, as the new process rebuilds it (pipes included).
     let directions: [DirectionState]
+    /// Which side's connection had ended (reset) by the time this process
+    /// checked it: a held session does not read, so it did not notice. Such a
+    /// session is not rebuilt; its other side gets the reset (`discard`).
+    private(set) var endedSide: String?
 
     /// Checks the session's sockets against the record: each a connected TCP
     /// stream socket of IPv4 or IPv6, not a listener, bound and connected
@@ -20,9 +24,11 @@ struct HandedSession {
         self.entry = entry
         client = descriptors[entry.client]
         upstream = entry.upstream.map { descriptors[$0] }
-        try Self.check(client, "#\(entry.id)'s client", local: entry.clientLocal, peer: entry.clientPeer)
-        if let upstream {
-            try Self.check(upstream, "#\(entry.id)'s upstream", local: entry.upstreamLocal, peer: entry.upstreamPeer)
+        if try !Self.check(client, "#\(entry.id)'s client", local: entry.clientLocal, peer: entry.clientPeer) {
+            endedSide = "client"
+        }
+        if let upstream, try !Self.check(upstream, "#\(entry.id)'s upstream", local: entry.upstreamLocal, peer: entry.upstreamPeer) {
+            endedSide = endedSide ?? "upstream"
         }
         var directions: [DirectionState] = []
         for direction in entry.directions {
@@ -71,7 +77,27 @@ struct HandedSession {
         return (local, peer)
     }
 
-    private static func check(_ fd: Int32, _ what: String, local: String, peer: String) throws(HandoverRefusal) {
+    /// The session ended during the handover: its sockets and pipes are
+    /// closed here, a side still connected with a reset (SO_LINGER 0), as a
+    /// relay passes a reset on. Nothing of it is served.
+    func discard() {
+        var cut = linger(l_onoff: 1, l_linger: 0)
+        for fd in [client, upstream].compactMap({ $0 }) {
+            if Self.addresses(of: fd) != nil {
+                setsockopt(fd, SOL_SOCKET, SO_LINGER, &cut, socklen_t(MemoryLayout<linger>.size))
+            }
+            close(fd)
+        }
+        for pipe in directions.compactMap(\.pipe) {
+            close(pipe.readEnd)
+            close(pipe.writeEnd)
+        }
+    }
+
+    /// True when connected as the record says; false when the socket is a
+    /// TCP socket whose connection has ended (ENOTCONN: reset while held).
+    /// Anything else is refused.
+    private static func check(_ fd: Int32, _ what: String, local: String, peer: String) throws(HandoverRefusal) -> Bool {
         func option(_ name: Int32) -> Int32? {
             var value: Int32 = 0
             var length = socklen_t(MemoryLayout<Int32>.size)
@@ -86,9 +112,13 @@ struct HandedSession {
             throw HandoverRefusal("\(what) is not a TCP socket of IPv4 or IPv6")
         }
         guard option(SO_ACCEPTCONN) == 0 else { throw HandoverRefusal("\(what) is a listening socket") }
-        guard let bound = addresses(of: fd) else { throw HandoverRefusal("\(what) is not connected") }
+        guard let bound = addresses(of: fd) else {
+            if errno == ENOTCONN { return false }
+            throw HandoverRefusal("\(what)'s addresses cannot be read: \(String(cString: strerror(errno)))")
+        }
         guard bound.local == local, bound.peer == peer else {
             throw HandoverRefusal("\(what) is \(bound.local) to \(bound.peer), the state says \(LogEscaping.escaped(local)) to \(LogEscaping.escaped(peer))")
         }
+        return true
     }
 }
