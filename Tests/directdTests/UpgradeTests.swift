@@ -126,6 +126,52 @@ struct UpgradeTests {
         #expect(daemon.stop() == 0)
     }
 
+    /// A session whose upstream resets while the upgrade holds it (it reads
+    /// nothing then, so it does not notice): the new process does not refuse
+    /// the upgrade for it; it passes the reset on to the client, and every
+    /// other session moves.
+    @Test func aSessionResetWhileHeldIsResetAndTheOthersMove() throws {
+        let resetNow = Observed(false)
+        let upstream = try TestServer { fd in
+            var first: UInt8 = 0
+            guard recv(fd, &first, 1, 0) == 1 else { return }
+            if first == UInt8(ascii: "R") {
+                _ = eventually(within: 20) { resetNow.get() }
+                Behaviour.reset(fd)   // the close after this sends a reset
+            } else {
+                Behaviour.echo(fd)
+            }
+        }
+        defer { upstream.stop() }
+        let copy = try InstalledCopy()
+        let pause = copy.directory.appendingPathComponent("pause").path
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--forward",
+                                          "127.0.0.1:\(upstream.port)", "--relay-mode", "copy", "--grace", "30"],
+                                         copy: copy, environment: ["DIRECTD_TEST_UPGRADE_PAUSE_FILE": pause])
+        let doomed = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        #expect(doomed.send(Array("R".utf8)))
+        let kept = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        #expect(kept.send(Array("E".utf8)) && roundTrip(kept, "before"))
+        #expect(FileManager.default.createFile(atPath: pause, contents: Data()))
+        kill(daemon.pid, SIGUSR2)
+        try #require(daemon.waitForLog("pauses the handover while"), "\(daemon.logText)")
+        resetNow.update { $0 = true }
+        usleep(200_000)   // the reset reaches directd's upstream socket, held
+        unlink(pause)
+        #expect(daemon.waitForLog("upgrade done: upgraded: pid"), "\(daemon.logText)")
+        #expect(daemon.logText.contains("#1 ended during the upgrade: its upstream had reset; the other side is reset too"),
+                "\(daemon.logText)")
+        var byte: UInt8 = 0
+        let got = recv(doomed.fd, &byte, 1, 0)
+        #expect(got < 0 && errno == ECONNRESET, "the client sees the reset: recv \(got), errno \(errno)")
+        #expect(roundTrip(kept, "after"), "the other session moved")
+        kept.finishSending()
+        #expect(kept.receiveAll() == [])
+        let pid = try #require(daemon.upgradedPIDs.last)
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
     /// A session whose client does not read (bytes queued in directd towards
     /// it that do not drain within the hold's 500 ms) is not handed over: it
     /// stays with the old process, which serves it to its end, byte-exact,

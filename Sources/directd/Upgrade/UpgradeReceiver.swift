@@ -129,7 +129,15 @@ final class UpgradeReceiver {
     /// Test hook: with `DIRECTD_TEST_UPGRADE_STALL=1`, the new process stops
     /// here, holding the descriptors it was sent, until it is killed: the tests
     /// kill it in the middle of the handover. Not an operator setting.
+    /// With `DIRECTD_TEST_UPGRADE_PAUSE_FILE=path`, it waits instead while that
+    /// file exists (at most 5 s), then goes on: the tests change a held
+    /// session's peers in between.
     private static func stallForTests() {
+        if let path = getenv("DIRECTD_TEST_UPGRADE_PAUSE_FILE").map({ String(cString: $0) }) {
+            Log.line("upgrade test hook: pid \(getpid()) pauses the handover while \(LogEscaping.escaped(path)) exists")
+            _ = Log.flush()
+            for _ in 0..<500 where access(path, F_OK) == 0 { usleep(10_000) }
+        }
         guard getenv("DIRECTD_TEST_UPGRADE_STALL").map({ String(cString: $0) == "1" }) ?? false else { return }
         Log.line("upgrade test hook: pid \(getpid()) holds the handover until it is killed")
         _ = Log.flush()
