@@ -116,8 +116,14 @@ struct HardeningTests {
         }
         #expect(returned, "\(mode): resident memory \(after >> 20) MiB 10 s after the clients left, idle was \(idle >> 20) MiB")
         #expect(daemon.process.isRunning, "\(mode): directd died: \(daemon.logText.suffix(2000))")
-        kill(daemon.pid, SIGUSR1)
-        #expect(daemon.waitForLog("summary: 0 open, 1000 total"), "every session closed once its client left")
+        // Memory can come back before the last sessions have seen their
+        // clients' resets (a loaded machine): asked again (summaries come at
+        // most once a second) until every one has closed, within a bound.
+        let closed = eventually(within: 30) {
+            kill(daemon.pid, SIGUSR1)
+            return daemon.waitForLog("summary: 0 open, 1000 total", timeout: 1.5)
+        }
+        #expect(closed, "every session closed once its client left: \(daemon.logText.suffix(600))")
     }
 
     /// A small memory-limit: the clients that never read spend it (once the
