@@ -30,6 +30,32 @@ final class Spawned {
     init(_ arguments: [String], executable: String = directdPath, prefix: [String] = [],
          stdin: Standard = .null, stdout: Standard = .null, stderr: Standard = .pipe,
          environment: [String: String] = [:]) throws {
+        // posix_spawn failed with EBADF in one full run (of many), most likely
+        // because a descriptor this init had just made was closed under it by
+        // other code of the parallel test process (not found yet; not directd,
+        // which is not running in this process). Tried again with new
+        // descriptors, at most three times.
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                (pid, logFD) = try Self.spawn(arguments, executable: executable, prefix: prefix,
+                                              stdin: stdin, stdout: stdout, stderr: stderr, environment: environment)
+                return
+            } catch let failure as SpawnFailure where failure.status == EBADF && attempt < 3 {
+                continue
+            }
+        }
+    }
+
+    private struct SpawnFailure: Error, CustomStringConvertible {
+        let status: Int32
+        let description: String
+    }
+
+    private static func spawn(_ arguments: [String], executable: String, prefix: [String],
+                              stdin: Standard, stdout: Standard, stderr: Standard,
+                              environment: [String: String]) throws -> (pid_t, Int32) {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -90,10 +116,9 @@ final class Spawned {
         if pipeEnds[1] >= 0 { Glibc.close(pipeEnds[1]) }
         guard status == 0 else {
             if read >= 0 { Glibc.close(read) }
-            throw TestFailure("posix_spawn \(argv[0]): \(status)")
+            throw SpawnFailure(status: status, description: "posix_spawn \(argv[0]): \(status)")
         }
-        pid = child
-        logFD = read
+        return (child, read)
     }
 
     /// Reads the log (bounded by `timeout`) until it contains `text`; true if it
