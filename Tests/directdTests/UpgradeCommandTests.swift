@@ -49,6 +49,14 @@ struct UpgradeCommandTests {
         #expect(eventually(within: 15) { !processIsAlive(pid) })
     }
 
+    @Test func aTimeoutOutOfRangeIsAUsageError() throws {
+        for value in ["0", "601"] {
+            let result = try runDirectd(["upgrade", "--control-socket", "/nonexistent-directd/control.sock", "--timeout", value])
+            #expect(result.status == 64, "--timeout \(value): \(result.stderr)")
+            #expect(result.stderr.contains("--timeout must be 1 to 600 seconds, not \(value)"), "\(result.stderr)")
+        }
+    }
+
     @Test func nothingRunningIsExit69() throws {
         let result = try runDirectd(["upgrade", "--control-socket", "/nonexistent-directd/control.sock"])
         #expect(result.status == 69, "\(result.stderr)")

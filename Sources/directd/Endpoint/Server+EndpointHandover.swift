@@ -1,10 +1,20 @@
 extension Server {
+    /// The metrics and control endpoints the settings name, each as its option
+    /// and a way to open it.
+    private func endpointOpeners(_ settings: Settings) -> [(name: String, open: () throws(EndpointError) -> Void)] {
+        var openers: [(name: String, open: () throws(EndpointError) -> Void)] = []
+        if let endpoint = settings.metricsListen {
+            openers.append(("metrics-listen", { [unowned self] () throws(EndpointError) in try self.serveMetrics(at: endpoint) }))
+        }
+        if let path = settings.controlSocket.path(environment: ServiceEnvironment.current(["RUNTIME_DIRECTORY"])) {
+            openers.append(("control-socket", { [unowned self] () throws(EndpointError) in try self.serveControl(at: path) }))
+        }
+        return openers
+    }
+
     /// Opens the metrics and control endpoints the settings name.
     func serveEndpoints(_ settings: Settings) throws(EndpointError) {
-        if let endpoint = settings.metricsListen { try serveMetrics(at: endpoint) }
-        if let path = settings.controlSocket.path(environment: ServiceEnvironment.current(["RUNTIME_DIRECTORY"])) {
-            try serveControl(at: path)
-        }
+        for endpoint in endpointOpeners(settings) { try endpoint.open() }
     }
 
     /// The same in the new process of an upgrade: the old one holds the
@@ -12,13 +22,7 @@ extension Server {
     /// address still in use is tried again every 20 ms, for up to 5 s. Relaying
     /// never waits for this; an endpoint that stays taken is an error in the log.
     func serveEndpointsOnceReleased(_ settings: Settings) {
-        var pending: [(name: String, open: () throws(EndpointError) -> Void)] = []
-        if let endpoint = settings.metricsListen {
-            pending.append(("metrics-listen", { [unowned self] () throws(EndpointError) in try self.serveMetrics(at: endpoint) }))
-        }
-        if let path = settings.controlSocket.path(environment: ServiceEnvironment.current(["RUNTIME_DIRECTORY"])) {
-            pending.append(("control-socket", { [unowned self] () throws(EndpointError) in try self.serveControl(at: path) }))
-        }
+        var pending = endpointOpeners(settings)
         var tries = 0
         func attempt() -> Bool {
             tries += 1
