@@ -42,4 +42,37 @@ static inline int cuv_at_urgent_mark(int fd) {
 #define CUV_F_SEAL_WRITE 8
 extern int memfd_create(const char *name, unsigned int flags);
 
+/* What an in-place upgrade carries of a stream's libuv write queue: the bytes
+ * queued with uv_write and not yet written, in order. libuv keeps each pending
+ * request's unwritten part as bufs[write_index..nbufs) (advanced in place after
+ * a partial write), on the stream's write_queue; requests written in full have
+ * left it. Both queue layouts (void* [2] before 1.46, struct uv__queue after)
+ * start with the next pointer. Copies at most `capacity` bytes into `out` and
+ * returns the total, which the caller checks against
+ * uv_stream_get_write_queue_size: a mismatch means the layout is not what this
+ * reads, and the session is not handed over. */
+#include <stddef.h>
+#include <string.h>
+static inline size_t cuv_stream_unsent(const uv_stream_t *stream, char *out, size_t capacity) {
+  void *const *head = (void *const *)&stream->write_queue;
+  size_t total = 0;
+  for (void *const *node = (void *const *)head[0]; node != head; node = (void *const *)node[0]) {
+    const uv_write_t *req = (const uv_write_t *)((const char *)node - offsetof(uv_write_t, queue));
+    for (unsigned int i = req->write_index; i < req->nbufs; i++) {
+      size_t length = req->bufs[i].len;
+      if (total + length <= capacity) memcpy(out + total, req->bufs[i].base, length);
+      total += length;
+    }
+  }
+  return total;
+}
+
+/* A connection libuv accepted for a listener but the server has not taken
+ * with uv_accept yet (directd leaves it there while descriptors are short;
+ * libuv then stops watching the listener): its descriptor, or -1. An upgrade
+ * hands it over with the listener, so that it is not lost. */
+static inline int cuv_stream_accepted_fd(const uv_stream_t *stream) {
+  return stream->accepted_fd;
+}
+
 #endif

@@ -38,24 +38,8 @@ final class Server: SessionHost, ReloadTarget {
         listeners: { [unowned self] in
             (self.source?.listeners ?? [], self.source?.origin == .serviceManager)
         },
-        holdSessions: { [unowned self] in
-            self.heldSessions = self.table.sessions.values.filter { $0.holdForUpgrade() }.sorted { $0.id < $1.id }
-        },
-        heldSessionsAreQuiet: { [unowned self] in
-            self.heldSessions.allSatisfy { $0.isClosed || $0.snapshot != nil }
-        },
-        sessionsToHandOver: { [unowned self] in
-            // Those with something still in flight stay here, and drain.
-            let (quiet, busy) = (self.heldSessions.filter { !$0.isClosed && $0.snapshot != nil },
-                                 self.heldSessions.filter { !$0.isClosed && $0.snapshot == nil })
-            busy.forEach { $0.releaseAfterUpgrade() }
-            self.heldSessions = quiet
-            return quiet
-        },
-        releaseSessions: { [unowned self] in
-            let held = self.heldSessions
-            self.heldSessions = []
-            held.forEach { $0.releaseAfterUpgrade() }
+        sessions: { [unowned self] in
+            self.table.sessions.values.sorted { $0.id < $1.id }
         },
         rolledBack: { [unowned self] in
             do throws(PIDFile.WriteError) {
@@ -64,7 +48,7 @@ final class Server: SessionHost, ReloadTarget {
                 Log.warning("\(error)")
             }
         },
-        handedOver: { [unowned self] outcome in self.handedOver(outcome) },
+        handedOver: { [unowned self] outcome, moved in self.handedOver(outcome, moved: moved) },
         notifier: { [unowned self] in self.notifier }))
     /// Listening sockets an upgrade handed this process (it is the new one);
     /// set by the command before listening.
@@ -73,8 +57,6 @@ final class Server: SessionHost, ReloadTarget {
     var isUpgrade = false
     /// `pid-file`, if set; set by the command (a rollback writes it again).
     var pidFile: PIDFile?
-    /// Sessions held (not reading) while an upgrade may take them.
-    private var heldSessions: [Session] = []
     /// Sessions an upgrade handed this process, not reading until it serves.
     private var restored: [Session] = []
     /// Sessions waiting for relay memory, for a rate-limited warning.
@@ -365,10 +347,6 @@ final class Server: SessionHost, ReloadTarget {
     private func tick(_ now: UInt64) {
         gate.tick(now: now, needed: descriptorsPerSession, open: table.count)
         pool.trim()
-        // Held sessions read nothing while an upgrade runs (at most its
-        // deadline): their idle time is not theirs, and a reset would reach
-        // sockets the new process may hold already.
-        guard !upgrader.inProgress else { return }
         expiries.propose(table.expired(at: now, connectLimit: UInt64(settings.connectTimeout * 1000),
                                        idleLimit: UInt64(settings.idleTimeout * 1000)))
     }
@@ -399,15 +377,13 @@ final class Server: SessionHost, ReloadTarget {
     /// drains its open connections as a stop does. The service manager hears
     /// nothing more from it: the new process is the main one now, and a
     /// STOPPING=1 would stop the service.
-    private func handedOver(_ outcome: UpgradeOutcome) {
+    private func handedOver(_ outcome: UpgradeOutcome, moved: [Session]) {
         notifier?.close()
         notifier = nil
         // The new process opens the metrics and control endpoints once these go.
         closeEndpoints()
         // A plain close: the new process holds the same sockets, so the kernel
         // sends nothing (no FIN, no reset), and their bytes wait for it there.
-        let moved = heldSessions
-        heldSessions = []
         for session in moved {
             session.close(reason: "handed over (\(outcome.reason))")
         }
@@ -433,16 +409,33 @@ final class Server: SessionHost, ReloadTarget {
                 throw HandoverRefusal("cannot create a connection handle for #\(entry.id)")
             }
             session.relayStrategy = relay
-            if let error = session.restore(client: handed.client, upstream: handed.upstream,
-                                           directions: handed.directions,
-                                           age: entry.age, idle: entry.idle) {
+            // Counted from here on under its listener (before its directions ask).
+            if !entry.listener.isEmpty {
+                session.metrics = metrics
+                session.listenerIndex = metrics.listenerIndex(label: entry.listener)
+                session.listenerCounters = metrics.listeners[session.listenerIndex]
+            }
+            let error: UVError?
+            if entry.connecting, let upstream = handed.upstream {
+                error = session.restoreConnecting(client: handed.client, upstream: upstream, to: handed.target!,
+                                                  proxyProtocol: entry.proxyProtocol, age: entry.age)
+            } else {
+                error = session.restore(client: handed.client, upstream: handed.upstream, directions: handed.directions,
+                                        age: entry.age, idle: entry.idle)
+            }
+            if let error {
                 session.close(reason: nil)
-                throw HandoverRefusal("cannot take over #\(entry.id): \(error)")
+                throw HandoverRefusal(error == .noBufferSpace
+                    ? "#\(entry.id)'s queued bytes do not fit in this process's memory-limit"
+                    : "cannot take over #\(entry.id): \(error)")
             }
             table.insert(session)
             restored.append(session)
             let piped = entry.directions.reduce(0) { $0 + $1.inPipe }
-            Log.info("#\(entry.id) taken over from the old process (\(entry.clientPeer)\(entry.upstream == nil ? ", echo" : " to \(entry.upstreamPeer)")\(piped > 0 ? ", \(piped) bytes waiting in its pipes" : ""))", category: .opened)
+            let queued = entry.directions.reduce(0) { $0 + $1.unsent.count }
+            let held = (piped > 0 ? ", \(piped) bytes waiting in its pipes" : "") + (queued > 0 ? ", \(queued) bytes queued" : "")
+                + (entry.connecting ? ", still connecting" : "")
+            Log.info("#\(entry.id) taken over from the old process (\(entry.clientPeer)\(entry.upstream == nil ? ", echo" : " to \(entry.upstreamPeer)")\(held))", category: .opened)
         }
     }
 

@@ -43,7 +43,11 @@ final class Metrics {
     /// name or by index) can never make two series with one label. Once per
     /// accepted connection, never per read.
     func listenerIndex(for address: SocketAddress) -> Int {
-        let label = address.description
+        listenerIndex(label: address.description)
+    }
+
+    /// The same by its label (a session an upgrade handed over names its listener so).
+    func listenerIndex(label: String) -> Int {
         if let index = indexByLabel[label] { return index }
         listeners.append(ListenerCounters(label: label))
         indexByLabel[label] = listeners.count - 1

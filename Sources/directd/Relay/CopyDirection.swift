@@ -41,19 +41,18 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
     /// `session` is unowned.
     private var sessionWhileWaiting: Session?
     private var shutdownRequest: UnsafeMutablePointer<uv_shutdown_t>?
-    /// Held for an upgrade: reading stays stopped (a write that completes does
-    /// not restart it) until `release`.
-    private var held = false
+    /// What an upgrade handed over still to write, in pooled chunks (taken
+    /// when the session is rebuilt, so that a budget too small for them
+    /// refuses the handover), and whether the source's EOF follows them.
+    private var handedChunks: [(chunk: UnsafeMutableRawPointer, count: Int)] = []
+    private var handedEnding = false
 
     /// `alreadyMoved`: bytes an earlier direction moved before handing over
     /// (a splice direction that falls back to copying).
-    /// `finished`: a direction an upgrade handed over after its half-close
-    /// (the source's EOF passed on); it is never started.
     init(session: Session, source: UnsafeMutablePointer<uv_stream_t>, sink: UnsafeMutablePointer<uv_stream_t>,
-         alreadyMoved: UInt64 = 0, finished: Bool = false) {
+         alreadyMoved: UInt64 = 0) {
         self.session = session
         self.bytesMoved = alreadyMoved
-        self.finished = finished
         self.pool = session.pool
         self.queueLimit = session.writeQueueLimit
         self.readLength = session.readLength
@@ -62,11 +61,66 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
         counting = session.byteCounting(from: source, to: sink)
     }
 
+    /// A direction an upgrade handed over: it goes on from `state`. A
+    /// finished one (its source's EOF passed on) is never started. Nil when
+    /// the pool has no room for the bytes still to write.
+    convenience init?(session: Session, source: UnsafeMutablePointer<uv_stream_t>,
+                      sink: UnsafeMutablePointer<uv_stream_t>, handedOver state: DirectionState) {
+        self.init(session: session, source: source, sink: sink, alreadyMoved: state.moved)
+        finished = state.finished
+        handedEnding = state.ending
+        var offset = 0
+        while offset < state.unsent.count {
+            guard let chunk = pool.take() else {
+                giveBackHandedChunks()
+                return nil
+            }
+            let count = min(BufferPool.size, state.unsent.count - offset)
+            state.unsent.withUnsafeBytes { bytes in
+                UnsafeMutableRawPointer(BufferPool.data(of: chunk)).copyMemory(from: bytes.baseAddress! + offset, byteCount: count)
+            }
+            handedChunks.append((chunk, count))
+            offset += count
+        }
+    }
+
     deinit {
         shutdownRequest?.deallocate()
     }
 
     func start() -> UVError? {
+        if !handedChunks.isEmpty || handedEnding { return writeHandedOver() }
+        return startReading()
+    }
+
+    /// What the old process had queued goes out first, in order, then the
+    /// FIN it had seen, or the reading (once the queue has room).
+    private func writeHandedOver() -> UVError? {
+        let chunks = handedChunks
+        handedChunks = []
+        for (index, (chunk, count)) in chunks.enumerated() {
+            guard !session.isClosed else {
+                chunks[index...].forEach { pool.give($0.chunk) }
+                return nil
+            }
+            forward(chunk: chunk, count: count)
+        }
+        guard !session.isClosed else { return nil }
+        if handedEnding {
+            handedEnding = false
+            endOfSource()
+            return nil
+        }
+        if paused { return nil }   // the write callbacks start the reading
+        return startReading()
+    }
+
+    private func giveBackHandedChunks() {
+        handedChunks.forEach { pool.give($0.chunk) }
+        handedChunks = []
+    }
+
+    private func startReading() -> UVError? {
         UVError.check(uv_read_start(source, { handle, _, buf in
             // Hand libuv a pooled chunk, or nothing when the budget is spent
             // (libuv then reports UV_ENOBUFS to the read callback).
@@ -86,27 +140,15 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
 
     func stop() {
         uv_read_stop(source)
+        giveBackHandedChunks()   // a rebuilt session closed before it started
     }
 
     // MARK: upgrades
 
-    func hold() {
-        held = true
-        uv_read_stop(source)
-    }
-
-    /// No byte queued towards the sink, no shutdown pending, no wait for a chunk.
-    var isQuiescent: Bool {
-        uv_stream_get_write_queue_size(sink) == 0 && !waitingForChunk && (shutdownRequest == nil || finished)
-    }
-
-    var handoverState: DirectionState { DirectionState(moved: bytesMoved, finished: finished) }
-
-    func release() -> UVError? {
-        held = false
-        guard !finished, shutdownRequest == nil, !waitingForChunk else { return nil }
-        paused = false
-        return start()
+    var handoverState: DirectionState? {
+        guard let unsent = WriteQueue.unsent(of: sink) else { return nil }
+        return DirectionState(moved: bytesMoved, finished: finished, ending: shutdownRequest != nil && !finished,
+                              unsent: unsent)
     }
 
     private func didRead(_ nread: Int, _ buf: uv_buf_t) {
@@ -184,9 +226,9 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
             if UVError(status) != .cancelled { session.fail(UVError(status), side: sink) }
             return
         }
-        if paused, !held, !session.isClosed, hasRoomForARead {
+        if paused, !session.isClosed, hasRoomForARead {
             paused = false
-            if !waitingForChunk, let error = start() { session.fail(error, side: source) }
+            if !waitingForChunk, let error = startReading() { session.fail(error, side: source) }
         }
     }
 
@@ -204,8 +246,8 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
         defer { sessionWhileWaiting = nil }
         waitingForChunk = false
         guard !session.isClosed else { return false }
-        if paused || held { return true }   // the write callback (or `release`) starts it
-        if let error = start() { session.fail(error, side: source) }
+        if paused { return true }   // the write callback starts it
+        if let error = startReading() { session.fail(error, side: source) }
         return true
     }
 

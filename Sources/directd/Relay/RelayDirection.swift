@@ -26,28 +26,25 @@ protocol RelayDirection: AnyObject {
     /// (a splice pipe would hold two), for the descriptor budget.
     var descriptorsUsed: Int { get }
 
-    /// Stops reading for an upgrade's handover; what it holds still goes out
-    /// to the sink (a splice pipe's bytes wait in it instead), and nothing
-    /// restarts the reading until `release`.
-    func hold()
-    /// Nothing in flight outside `handoverState` (no byte queued in user
-    /// space for the sink, no half-close pending).
-    var isQuiescent: Bool { get }
-    /// What a handover carries of this direction, once held and quiescent.
-    var handoverState: DirectionState { get }
-    /// Reads again: the handover did not happen, or did not take the session.
-    func release() -> UVError?
+    /// Where this direction stands, for an upgrade's record; nil when it
+    /// cannot be told exactly (the session then stays with this process).
+    /// Taken while the loop waits on the handover, so nothing moves under it.
+    var handoverState: DirectionState? { get }
 }
 
-/// One direction's state as an upgrade hands it over: the bytes it moved,
-/// whether its source's EOF was passed on (half-closed), and a splice pipe
-/// with the bytes it still holds for the sink (read from the source, counted
-/// in `moved`, not yet written).
+/// One direction's state as an upgrade hands it over: the bytes it moved;
+/// whether its source's EOF was passed on (`finished`: half-closed) or seen
+/// but not yet passed on (`ending`: the sink's FIN goes after what is still
+/// held); a splice pipe with the bytes it still holds for the sink; and the
+/// bytes libuv still had queued for the sink (`unsent`, copying only). Held
+/// bytes were read from the source and counted in `moved`, not yet written.
 struct DirectionState {
     var moved: UInt64 = 0
     var finished = false
+    var ending = false
     var pipe: PipePool.Pipe? = nil
     var inPipe = 0
+    var unsent: [UInt8] = []
 }
 
 extension UVError {

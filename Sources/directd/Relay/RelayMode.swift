@@ -40,24 +40,39 @@ final class RelayStrategy {
     /// duplicate of a full sink) are taken from the pool as they are needed,
     /// and a direction that cannot have them copies instead.
     ///
-    /// `states`: where a session an upgrade handed over stood (client to
-    /// upstream first); its directions continue from there. A handed-over pipe
-    /// with bytes is drained by splicing, whatever the mode (copy mode then
-    /// splices that session on, as auto would).
     func directions(for session: Session, client: UnsafeMutablePointer<uv_stream_t>,
-                    upstream: UnsafeMutablePointer<uv_stream_t>,
-                    states: [DirectionState] = [DirectionState(), DirectionState()]) -> [any RelayDirection] {
-        let handedPipe = states.contains { $0.pipe != nil }
-        if mode != .copy || handedPipe,
-           let toUpstream = SpliceDirection(session: session, source: client, sink: upstream, pipes: pipes,
-                                            mode: mode == .copy ? .auto : mode, state: states[0]),
-           let toClient = SpliceDirection(session: session, source: upstream, sink: client, pipes: pipes,
-                                          mode: mode == .copy ? .auto : mode, state: states[1]) {
+                    upstream: UnsafeMutablePointer<uv_stream_t>) -> [any RelayDirection] {
+        if mode != .copy,
+           let toUpstream = SpliceDirection(session: session, source: client, sink: upstream, pipes: pipes, mode: mode),
+           let toClient = SpliceDirection(session: session, source: upstream, sink: client, pipes: pipes, mode: mode) {
             return [toUpstream, toClient]
         }
-        return [CopyDirection(session: session, source: client, sink: upstream,
-                              alreadyMoved: states[0].moved, finished: states[0].finished),
-                CopyDirection(session: session, source: upstream, sink: client,
-                              alreadyMoved: states[1].moved, finished: states[1].finished)]
+        return [CopyDirection(session: session, source: client, sink: upstream),
+                CopyDirection(session: session, source: upstream, sink: client)]
+    }
+
+    /// The directions of a session an upgrade handed over, from where each
+    /// stood (`states`, client to upstream first), each on its own: one with
+    /// bytes libuv had queued copies (they go out through libuv's queue
+    /// first); one with bytes in a pipe splices, whatever the mode, to drain
+    /// it first; the others as the mode says. Nil when the pool has no room
+    /// for the queued bytes.
+    func directions(for session: Session, client: UnsafeMutablePointer<uv_stream_t>,
+                    upstream: UnsafeMutablePointer<uv_stream_t>, states: [DirectionState]) -> [any RelayDirection]? {
+        var directions: [any RelayDirection] = []
+        for ((source, sink), state) in zip([(client, upstream), (upstream, client)], states) {
+            if state.unsent.isEmpty, mode != .copy || state.pipe != nil,
+               let splicing = SpliceDirection(session: session, source: source, sink: sink, pipes: pipes,
+                                              mode: mode == .copy ? .auto : mode, state: state) {
+                directions.append(splicing)
+            } else if state.pipe == nil,
+                      let copying = CopyDirection(session: session, source: source, sink: sink, handedOver: state) {
+                directions.append(copying)
+            } else {
+                directions.forEach { $0.stop() }
+                return nil
+            }
+        }
+        return directions
     }
 }

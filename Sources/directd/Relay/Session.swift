@@ -64,6 +64,8 @@ final class Session {
     /// When the upstream connect began (uv_hrtime, nanoseconds): the loop's
     /// millisecond clock is too coarse for a loopback connect.
     private var connectStarted: UInt64 = 0
+    /// Watches a connect an upgrade handed over (`resumeAfterUpgrade`).
+    private var connectWatcher: ConnectWatcher?
 
     /// Descriptors a new session may need: the client's socket, and the
     /// upstream's for a relay. The accept gate checks room for this many.
@@ -263,84 +265,121 @@ final class Session {
     // MARK: upgrades
 
     /// What an upgrade hands over of a session: its sockets and, per
-    /// direction, the bytes moved and whether it has finished (half-closed).
+    /// direction, where it stands (`DirectionState`); or, for one still
+    /// connecting to its upstream, where it connects and the PROXY header it
+    /// owes (the connect goes on in the kernel, whichever process holds it).
     struct Snapshot {
-        let relaying: Bool
         let client: Int32
         let upstream: Int32?
+        let connecting: Bool
+        let target: SocketAddress?
+        let proxyProtocol: ProxyHeader.Version?
         let directions: [DirectionState]
     }
 
-    /// The directions, when the session can be handed over: started, not
-    /// connecting, not closed.
-    private var handoverDirections: [any RelayDirection]? {
-        guard !isClosed, !connecting, !directions.isEmpty else { return nil }
-        return directions
-    }
-
-    /// Stops reading on both sides for a handover; false (nothing changed)
-    /// when the session cannot be handed over.
-    func holdForUpgrade() -> Bool {
-        guard let held = handoverDirections else { return false }
-        held.forEach { $0.hold() }
-        return true
-    }
-
-    /// Held, and nothing in flight: its state is the snapshot's.
+    /// Taken while the loop waits on the handover, so nothing moves under it;
+    /// nil for a closed session, or one whose state cannot be told exactly
+    /// (it stays with this process).
     var snapshot: Snapshot? {
-        guard let held = handoverDirections, held.allSatisfy(\.isQuiescent) else { return nil }
+        guard !isClosed else { return nil }
         var clientFD: uv_os_fd_t = -1, upstreamFD: uv_os_fd_t = -1
         guard uv_fileno(HandleStorage.base(client), &clientFD) == 0 else { return nil }
         if let upstream, uv_fileno(HandleStorage.base(upstream), &upstreamFD) != 0 { return nil }
-        return Snapshot(relaying: upstream != nil, client: clientFD, upstream: upstream == nil ? nil : upstreamFD,
-                        directions: held.map(\.handoverState))
-    }
-
-    /// Reads again: the handover did not happen, or did not take this session.
-    func releaseAfterUpgrade() {
-        for direction in handoverDirections ?? [] {
-            if let error = direction.release() { return fail(error, side: direction.source) }
+        if connecting {
+            guard upstream != nil, let target else { return nil }
+            return Snapshot(client: clientFD, upstream: upstreamFD, connecting: true, target: target.address,
+                            proxyProtocol: proxyProtocol, directions: [])
         }
+        guard !directions.isEmpty else { return nil }
+        var states: [DirectionState] = []
+        for direction in directions {
+            guard let state = direction.handoverState else { return nil }
+            states.append(state)
+        }
+        return Snapshot(client: clientFD, upstream: upstream == nil ? nil : upstreamFD, connecting: false,
+                        target: target?.address, proxyProtocol: proxyProtocol, directions: states)
     }
 
     /// Rebuilds a session an upgrade handed over, on this process's loop:
-    /// the client's socket (and the upstream's), the counters and the
-    /// half-closes. Nothing is read until `resumeAfterUpgrade`. On failure the
-    /// descriptors not taken yet stay the caller's.
+    /// the client's socket (and the upstream's), the counters, the
+    /// half-closes and the bytes still to write. Nothing is read or written
+    /// until `resumeAfterUpgrade`. On failure the descriptors not taken yet
+    /// stay the caller's.
     func restore(client fd: Int32, upstream upstreamFD: Int32?, directions states: [DirectionState],
                  age: UInt64, idle: UInt64) -> UVError? {
+        if let error = restoreClient(fd, age: age, idle: idle) { return error }
+        guard let upstreamFD else {
+            guard states.count == 1, states[0].pipe == nil,
+                  let echo = CopyDirection(session: self, source: clientStream, sink: clientStream, handedOver: states[0]) else {
+                return .invalidArgument
+            }
+            directions = [echo]
+            return nil
+        }
+        guard states.count == 2 else { return .invalidArgument }
+        guard let upstreamStream = restoreUpstream(upstreamFD) else { return .invalidArgument }
+        // As this process's relay-mode says, but bytes handed over go out first.
+        guard let relayStrategy,
+              let restored = relayStrategy.directions(for: self, client: clientStream, upstream: upstreamStream, states: states) else {
+            return .noBufferSpace
+        }
+        directions = restored
+        return nil
+    }
+
+    /// Rebuilds a session an upgrade handed over while its upstream was
+    /// still connecting: once resumed, the connect's outcome is watched
+    /// (`ConnectWatcher`) and the session goes on as if its own connect had
+    /// finished.
+    func restoreConnecting(client fd: Int32, upstream upstreamFD: Int32, to target: Upstream,
+                           proxyProtocol: ProxyHeader.Version?, age: UInt64) -> UVError? {
+        if let error = restoreClient(fd, age: age, idle: age) { return error }
+        guard restoreUpstream(upstreamFD) != nil else { return .invalidArgument }
+        self.target = target
+        self.proxyProtocol = proxyProtocol
+        connecting = true
+        connectStarted = uv_hrtime() &- age &* 1_000_000
+        return nil
+    }
+
+    private func restoreClient(_ fd: Int32, age: UInt64, idle: UInt64) -> UVError? {
         if let error = UVError.check(uv_tcp_open(client, fd)) { return error }
         readPeer()
         let now = uv_now(loop)
         opened = now > age ? now - age : 0
         lastActivity = now > idle ? now - idle : 0
         uv_tcp_nodelay(client, 1)
-        guard let upstreamFD else {
-            guard states.count == 1, states[0].pipe == nil else { return .invalidArgument }
-            directions = [CopyDirection(session: self, source: clientStream, sink: clientStream,
-                                        alreadyMoved: states[0].moved, finished: states[0].finished)]
-            return nil
-        }
-        guard states.count == 2 else { return .invalidArgument }
+        return nil
+    }
+
+    private func restoreUpstream(_ fd: Int32) -> UnsafeMutablePointer<uv_stream_t>? {
         let handle = HandleStorage.allocate(uv_tcp_t.self)
-        if let error = UVError.check(uv_tcp_init(loop, handle)) {
+        if UVError.check(uv_tcp_init(loop, handle)) != nil {
             HandleStorage.discard(handle)
-            return error
+            return nil
         }
         HandleStorage.attach(self, to: handle)
         upstream = handle
         holdDescriptors(1)
-        if let error = UVError.check(uv_tcp_open(handle, upstreamFD)) { return error }
-        uv_tcp_nodelay(handle, 1)
-        let upstreamStream = HandleStorage.stream(handle)
-        // As this process's relay-mode says (the pipes were empty when held).
-        guard let relayStrategy else { return .invalidArgument }
-        directions = relayStrategy.directions(for: self, client: clientStream, upstream: upstreamStream, states: states)
-        return nil
+        guard UVError.check(uv_tcp_open(handle, fd)) == nil else { return nil }
+        return HandleStorage.stream(handle)
     }
 
-    /// Starts the directions a restored session has not finished.
+    /// Starts what a restored session had not finished: the directions, or
+    /// watching its connect.
     func resumeAfterUpgrade() {
+        if connecting {
+            var fd: uv_os_fd_t = -1
+            guard let upstream, uv_fileno(HandleStorage.base(upstream), &fd) == 0,
+                  let watcher = ConnectWatcher(loop: loop, socket: fd, done: { [weak self] status in
+                      self?.connectWatcher = nil
+                      self?.connected(status)
+                  }) else {
+                return close(reason: "cannot watch the upstream connect taken over", reset: true)
+            }
+            connectWatcher = watcher
+            return
+        }
         for direction in directions where !direction.finished {
             if let error = direction.start() { return fail(error, side: direction.source) }
         }
@@ -361,6 +400,8 @@ final class Session {
     func close(reason: String?, reset: Bool = false) {
         guard !isClosed else { return }
         isClosed = true
+        connectWatcher?.close()
+        connectWatcher = nil
         directions.forEach { $0.stop() }
         for handle in [client, upstream].compactMap({ $0 }) {
             if reset { HandleStorage.closeWithReset(handle) } else { HandleStorage.close(handle) }

@@ -68,8 +68,6 @@ final class SpliceDirection: RelayDirection {
     /// a kernel that cannot splice these sockets.
     private var splicedOnce = false
     private var stopped = false
-    /// Held for an upgrade (see `RelayDirection.hold`).
-    private var held = false
     /// The last read from the source was small (an interactive message): the
     /// socket very likely has nothing more, and the level-triggered watcher
     /// says if it has. In `auto` mode, the next read is then a plain `recv`
@@ -111,6 +109,7 @@ final class SpliceDirection: RelayDirection {
         lastReadWasSmall = copiesSmallMessages
         bytesMoved = state.moved
         finished = state.finished
+        sourceEnded = state.ending
         if let pipe = state.pipe {
             pipes.adopt(pipe)
             self.pipe = pipe
@@ -120,42 +119,17 @@ final class SpliceDirection: RelayDirection {
 
     // MARK: upgrades
 
-    func hold() {
-        held = true
-        if reading {
-            reading = false
-            uv_read_stop(source)
-        }
-        if inPipe == 0 {
-            releasePipe()
-        } else if !sourceEnded {
-            // Its bytes wait in the pipe, which goes over as it is. (With the
-            // source's EOF still to pass on, it drains instead.)
-            _ = sinkWatcher?.watch(false)
-        }
-    }
-
-    var isQuiescent: Bool {
-        finished || !sourceEnded
-    }
-
-    var handoverState: DirectionState {
-        DirectionState(moved: bytesMoved, finished: finished, pipe: inPipe > 0 ? pipe : nil, inPipe: inPipe)
-    }
-
-    func release() -> UVError? {
-        held = false
-        guard !finished, !stopped else { return nil }
-        if inPipe > 0 {
-            waitForSink()
-            return nil
-        }
-        return waitForSource()
+    var handoverState: DirectionState? {
+        // Never queued: a PROXY header still in libuv's queue makes the session copy.
+        guard uv_stream_get_write_queue_size(sink) == 0 else { return nil }
+        return DirectionState(moved: bytesMoved, finished: finished, ending: sourceEnded && !finished,
+                              pipe: inPipe > 0 ? pipe : nil, inPipe: inPipe)
     }
 
     func start() -> UVError? {
-        // A handed-over pipe with bytes: those go to the sink first.
-        if inPipe > 0 {
+        // A handed-over pipe with bytes: those go to the sink first (and a
+        // source's EOF seen before the handover, after them).
+        if inPipe > 0 || sourceEnded {
             pump()
             return nil
         }
@@ -212,11 +186,6 @@ final class SpliceDirection: RelayDirection {
                 }
             }
             if sourceEnded { return endOfSource() }
-            if held {
-                // Drained: nothing more is read until `release`.
-                releasePipe()
-                return
-            }
             if pipe == nil {
                 // Room for the pipe and for a sink watcher, should the sink fill.
                 guard pipes.hasRoom(3), let taken = pipes.take() else { return handOverToCopying(reason: nil) }
@@ -331,7 +300,7 @@ final class SpliceDirection: RelayDirection {
     /// Reads nothing, but is told when the source is readable (see the type's comment).
     private func waitForSource() -> UVError? {
         if let sinkWatcher, let error = sinkWatcher.watch(false) { return error }
-        guard !reading, !held else { return nil }
+        guard !reading else { return nil }
         reading = true
         let error = UVError.check(uv_read_start(source, { _, _, buf in
             buf!.pointee = uv_buf_init(nil, 0)   // no buffer: libuv reads nothing

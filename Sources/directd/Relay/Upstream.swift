@@ -24,6 +24,9 @@ struct Upstream: CustomStringConvertible {
             case ipv6(IPv6Address, zone: String?)
             /// Resolved with getaddrinfo.
             case name(String)
+
+            /// An address literal (nothing to look up).
+            var isAddress: Bool { if case .name = self { false } else { true } }
         }
 
         /// The text as configured, for messages.

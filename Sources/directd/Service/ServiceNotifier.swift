@@ -103,6 +103,12 @@ final class ServiceNotifier {
     /// Startup (or a reload) is complete.
     func ready() { send("READY=1") }
 
+    /// A watchdog ping now, when there is a watchdog: the loop is waiting on
+    /// something bounded (an upgrade's handover) and its timer cannot fire.
+    func keepAlive() {
+        if watchdogInterval != nil { send("WATCHDOG=1") }
+    }
+
     /// An upgrade's new process serves: it is the main process from now on
     /// (`MAINPID=` from a process other than the main one needs
     /// `NotifyAccess=all`), and ready, which ends the old one's RELOADING=1.

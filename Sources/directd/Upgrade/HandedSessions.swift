@@ -10,6 +10,8 @@ struct HandedSession {
     let entry: HandoverRecord.SessionEntry
     let client: Int32
     let upstream: Int32?
+    /// Where a session still connecting connects (an address, never a name).
+    let target: Upstream?
     /// Per direction, as the new process rebuilds it (pipes included).
     let directions: [DirectionState]
     /// Which side's connection had ended (reset) by the time this process
@@ -27,12 +29,16 @@ struct HandedSession {
         if try !Self.check(client, "#\(entry.id)'s client", local: entry.clientLocal, peer: entry.clientPeer) {
             endedSide = "client"
         }
-        if let upstream, try !Self.check(upstream, "#\(entry.id)'s upstream", local: entry.upstreamLocal, peer: entry.upstreamPeer) {
+        target = entry.connecting ? try Self.address(entry.upstreamPeer, "#\(entry.id)'s upstream") : nil
+        if let upstream, entry.connecting {
+            try Self.checkConnecting(upstream, "#\(entry.id)'s upstream", local: entry.upstreamLocal, target: entry.upstreamPeer)
+        } else if let upstream, try !Self.check(upstream, "#\(entry.id)'s upstream", local: entry.upstreamLocal, peer: entry.upstreamPeer) {
             endedSide = endedSide ?? "upstream"
         }
         var directions: [DirectionState] = []
         for direction in entry.directions {
-            var state = DirectionState(moved: direction.moved, finished: direction.finished)
+            var state = DirectionState(moved: direction.moved, finished: direction.finished, ending: direction.ending,
+                                       unsent: direction.unsent)
             if let read = direction.pipeReadEnd, let write = direction.pipeWriteEnd {
                 let pipe = PipePool.Pipe(readEnd: descriptors[read], writeEnd: descriptors[write])
                 try Self.check(pipe, "#\(entry.id)'s pipe", holding: direction.inPipe)
@@ -42,6 +48,15 @@ struct HandedSession {
             directions.append(state)
         }
         self.directions = directions
+    }
+
+    /// An upstream address as `SocketAddress` prints it (no name: nothing is looked up here).
+    private static func address(_ text: String, _ what: String) throws(HandoverRefusal) -> Upstream {
+        guard let spec = try? Upstream.Spec(parsing: text), spec.host.isAddress,
+              let upstream = try? Upstream(resolving: spec) else {
+            throw HandoverRefusal("\(what) connects to \"\(LogEscaping.escaped(text))\", not an address")
+        }
+        return upstream
     }
 
     /// Both ends of one pipe, holding exactly `bytes`.
@@ -63,18 +78,20 @@ struct HandedSession {
 
     /// Where a socket is bound and connected, as `SocketAddress` prints them.
     static func addresses(of fd: Int32) -> (local: String, peer: String)? {
-        func read(_ call: (Int32, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32) -> String? {
-            var storage = sockaddr_storage()
-            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            return withUnsafeMutablePointer(to: &storage) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
-                    guard call(fd, address, &length) == 0 else { return nil }
-                    return SocketAddress(UnsafePointer(address))?.description
-                }
+        guard let local = address(of: fd, peer: false), let peer = address(of: fd, peer: true) else { return nil }
+        return (local, peer)
+    }
+
+    /// Where a socket is bound (or connected, `peer`); nil with errno set.
+    static func address(of fd: Int32, peer: Bool) -> String? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        return withUnsafeMutablePointer(to: &storage) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                guard (peer ? getpeername(fd, address, &length) : getsockname(fd, address, &length)) == 0 else { return nil }
+                return SocketAddress(UnsafePointer(address))?.description
             }
         }
-        guard let local = read({ getsockname($0, $1, $2) }), let peer = read({ getpeername($0, $1, $2) }) else { return nil }
-        return (local, peer)
     }
 
     /// The session ended during the handover: its sockets and pipes are
@@ -98,6 +115,55 @@ struct HandedSession {
     /// TCP socket whose connection has ended (ENOTCONN: reset while held).
     /// Anything else is refused.
     private static func check(_ fd: Int32, _ what: String, local: String, peer: String) throws(HandoverRefusal) -> Bool {
+        try checkKind(fd, what)
+        guard let bound = addresses(of: fd) else {
+            if errno == ENOTCONN { return false }
+            throw HandoverRefusal("\(what)'s addresses cannot be read: \(String(cString: strerror(errno)))")
+        }
+        guard bound.local == local, bound.peer == peer else {
+            throw HandoverRefusal("\(what) is \(bound.local) to \(bound.peer), the state says \(LogEscaping.escaped(local)) to \(LogEscaping.escaped(peer))")
+        }
+        return true
+    }
+
+    /// An upstream socket still connecting: connected since exactly as the
+    /// record says, or still sending its SYN from where the record says, or
+    /// failed (closed: the connect's error is then reported as the old
+    /// process would have). Anything else is refused.
+    private static func checkConnecting(_ fd: Int32, _ what: String, local: String, target: String) throws(HandoverRefusal) {
+        try checkKind(fd, what)
+        if let bound = addresses(of: fd) {
+            guard bound.local == local, bound.peer == target else {
+                throw HandoverRefusal("\(what) is \(bound.local) to \(bound.peer), the state says \(LogEscaping.escaped(local)) to \(LogEscaping.escaped(target))")
+            }
+            return
+        }
+        guard errno == ENOTCONN else {
+            throw HandoverRefusal("\(what)'s addresses cannot be read: \(String(cString: strerror(errno)))")
+        }
+        switch tcpState(fd) {
+        case tcpSynSent:
+            guard let bound = address(of: fd, peer: false), bound == local else {
+                throw HandoverRefusal("\(what) connects from \(address(of: fd, peer: false) ?? "?"), the state says \(LogEscaping.escaped(local))")
+            }
+        case tcpClose:
+            return
+        case let state:
+            throw HandoverRefusal("\(what) is in TCP state \(state.map(String.init) ?? "?"), not connecting")
+        }
+    }
+
+    private static let tcpSynSent: UInt8 = 2, tcpClose: UInt8 = 7
+
+    /// The socket's TCP state (`tcpi_state`, the first byte of TCP_INFO).
+    private static func tcpState(_ fd: Int32) -> UInt8? {
+        var info = [UInt8](repeating: 0, count: 8)
+        var length = socklen_t(info.count)
+        return getsockopt(fd, Int32(IPPROTO_TCP), TCP_INFO, &info, &length) == 0 && length >= 1 ? info[0] : nil
+    }
+
+    /// A TCP stream socket of IPv4 or IPv6 that does not listen.
+    private static func checkKind(_ fd: Int32, _ what: String) throws(HandoverRefusal) {
         func option(_ name: Int32) -> Int32? {
             var value: Int32 = 0
             var length = socklen_t(MemoryLayout<Int32>.size)
@@ -112,13 +178,5 @@ struct HandedSession {
             throw HandoverRefusal("\(what) is not a TCP socket of IPv4 or IPv6")
         }
         guard option(SO_ACCEPTCONN) == 0 else { throw HandoverRefusal("\(what) is a listening socket") }
-        guard let bound = addresses(of: fd) else {
-            if errno == ENOTCONN { return false }
-            throw HandoverRefusal("\(what)'s addresses cannot be read: \(String(cString: strerror(errno)))")
-        }
-        guard bound.local == local, bound.peer == peer else {
-            throw HandoverRefusal("\(what) is \(bound.local) to \(bound.peer), the state says \(LogEscaping.escaped(local)) to \(LogEscaping.escaped(peer))")
-        }
-        return true
     }
 }

@@ -7,18 +7,21 @@
 /// session count (u32), then each listener: its descriptor's index among those
 /// sent (u32) and where it listens as its fdstore name (a string:
 /// `tcp-127.0.0.1-21118`, with `-dev-eth0` when bound to a device; see
-/// `StoredListenerName`), then each session (`SessionEntry.encode`). Strings
-/// are a u32 length and UTF-8 bytes.
+/// `StoredListenerName`) and the index of a connection libuv had accepted
+/// for it that directd had not taken yet (or none), then each session
+/// (`SessionEntry.encode`). Strings and byte runs are a u32 length and the
+/// bytes.
 ///
-/// Sessions are those that relay or echo by copying and had nothing in
-/// flight when they were held (no byte queued towards a side, no shutdown
-/// pending): their whole state is their sockets, counters and half-closes.
-/// The others (splicing, connecting, with writes that did not drain in time)
-/// stay with the old process, which drains them.
+/// Every open session is in it, taken at one instant (the old process's loop
+/// waits on the handover meanwhile): its sockets, counters, half-closes, a
+/// splice pipe's ends with the bytes it holds, and the bytes libuv had
+/// queued for a side in user space (copied here: at most what the sessions
+/// held). A session still connecting upstream goes with its connecting
+/// socket; the new process watches the connect finish.
 struct HandoverRecord: Equatable {
     /// The version both sides must speak; the new process says its own in its
     /// hello, and a different one rolls the upgrade back.
-    static let formatVersion: UInt32 = 1
+    static let formatVersion: UInt32 = 2
     static let magic = Array("DIRECTDH".utf8)
     /// A record larger than this is not directd's (sessions would make it
     /// O(sessions) small: a few hundred bytes each).
@@ -28,6 +31,9 @@ struct HandoverRecord: Equatable {
         /// Index into the descriptors sent with the record.
         let descriptor: Int
         let name: StoredListenerName
+        /// A connection libuv accepted for this listener and directd left
+        /// there (descriptors were short): the new process serves it.
+        var waiting: Int? = nil
     }
 
     /// The listeners came from a socket unit (`LISTEN_FDS`), not from the bind value.
@@ -51,18 +57,29 @@ struct HandoverRecord: Equatable {
         /// nil for an echo.
         let upstream: Int?
         let upstreamLocal: String
+        /// Where the upstream is connected, or (connecting) where it connects.
         let upstreamPeer: String
+        /// Still connecting upstream: no directions yet.
+        var connecting = false
+        /// The listener it was accepted on, as the metrics label it.
+        var listener = ""
+        /// The PROXY header a connecting session sends its upstream first.
+        var proxyProtocol: ProxyHeader.Version? = nil
         /// Per direction (client to upstream first): bytes moved, whether its
-        /// source's EOF was passed on (half-closed), and a splice pipe that
-        /// still holds bytes for the sink (its two ends' descriptors).
+        /// source's EOF was passed on (half-closed) or seen and not yet passed
+        /// on (ending), a splice pipe that still holds bytes for the sink (its
+        /// two ends' descriptors), and the bytes queued for the sink in user
+        /// space.
         let directions: [Direction]
 
         struct Direction: Equatable {
             let moved: UInt64
             let finished: Bool
+            var ending = false
             var pipeReadEnd: Int? = nil
             var pipeWriteEnd: Int? = nil
             var inPipe: Int = 0
+            var unsent: [UInt8] = []
         }
 
         /// Every descriptor index it names.
@@ -83,13 +100,17 @@ struct HandoverRecord: Equatable {
             writer.u32(upstream.map(UInt32.init) ?? Self.noDescriptor)
             writer.string(upstreamLocal)
             writer.string(upstreamPeer)
+            writer.string(listener)
+            writer.u32(connecting ? 1 : 0)
+            writer.u32(proxyProtocol.map { $0 == .v1 ? 1 : 2 } ?? 0)
             writer.u32(UInt32(directions.count))
             for direction in directions {
                 writer.u64(direction.moved)
-                writer.u32(direction.finished ? 1 : 0)
+                writer.u32((direction.finished ? 1 : 0) | (direction.ending ? 2 : 0))
                 writer.u32(direction.pipeReadEnd.map(UInt32.init) ?? Self.noDescriptor)
                 writer.u32(direction.pipeWriteEnd.map(UInt32.init) ?? Self.noDescriptor)
                 writer.u64(UInt64(direction.inPipe))
+                writer.run(direction.unsent)
             }
         }
 
@@ -107,22 +128,41 @@ struct HandoverRecord: Equatable {
             upstream = upstreamIndex == Self.noDescriptor ? nil : Int(upstreamIndex)
             upstreamLocal = try reader.string()
             upstreamPeer = try reader.string()
+            listener = try reader.string()
+            let flags = try reader.u32()
+            guard flags <= 1 else { throw HandoverRefusal("session #\(id) has unknown flags \(flags)") }
+            connecting = flags == 1
+            switch try reader.u32() {
+            case 0: proxyProtocol = nil
+            case 1: proxyProtocol = .v1
+            case 2: proxyProtocol = .v2
+            case let other: throw HandoverRefusal("session #\(id) has PROXY protocol version \(other)")
+            }
             let count = Int(try reader.u32())
-            guard count == (upstream == nil ? 1 : 2) else { throw HandoverRefusal("session #\(id) has \(count) directions") }
+            guard count == (connecting ? 0 : upstream == nil ? 1 : 2), !connecting || upstream != nil else {
+                throw HandoverRefusal("session #\(id) has \(count) directions\(connecting ? " and is connecting" : "")")
+            }
             var directions: [Direction] = []
             for _ in 0..<count {
                 let moved = try reader.u64()
-                let finished = try reader.u32() != 0
+                let state = try reader.u32()
                 let (read, write) = (try reader.u32(), try reader.u32())
                 let inPipe = try reader.u64()
+                guard state < 3 else { throw HandoverRefusal("session #\(id) has a direction in state \(state)") }
                 guard (read == Self.noDescriptor) == (write == Self.noDescriptor),
                       (read == Self.noDescriptor) == (inPipe == 0), inPipe <= 1 << 30 else {
                     throw HandoverRefusal("session #\(id) has a pipe that does not add up")
                 }
-                directions.append(Direction(moved: moved, finished: finished,
+                // At most what a direction can have queued: its limit, the
+                // read that filled it, and a PROXY header.
+                let unsent = try reader.run(limit: writeQueueLimit + BufferPool.size + ProxyHeader.maximumSize)
+                guard unsent.isEmpty || inPipe == 0 else {
+                    throw HandoverRefusal("session #\(id) has bytes both queued and in a pipe")
+                }
+                directions.append(Direction(moved: moved, finished: state == 1, ending: state == 2,
                                             pipeReadEnd: read == Self.noDescriptor ? nil : Int(read),
                                             pipeWriteEnd: write == Self.noDescriptor ? nil : Int(write),
-                                            inPipe: Int(inPipe)))
+                                            inPipe: Int(inPipe), unsent: unsent))
             }
             self.directions = directions
             guard descriptors.allSatisfy({ $0 < descriptorCount }) else {
@@ -131,11 +171,13 @@ struct HandoverRecord: Equatable {
             guard upstream != nil || directions.allSatisfy({ $0.inPipe == 0 }) else {
                 throw HandoverRefusal("echo session #\(id) has a pipe")
             }
-            guard !directions.allSatisfy(\.finished) else { throw HandoverRefusal("session #\(id) has ended") }
+            guard connecting || !directions.allSatisfy(\.finished) else { throw HandoverRefusal("session #\(id) has ended") }
         }
 
         init(id: UInt64, age: UInt64, idle: UInt64, writeQueueLimit: Int, client: Int, clientLocal: String,
-             clientPeer: String, upstream: Int?, upstreamLocal: String, upstreamPeer: String, directions: [Direction]) {
+             clientPeer: String, upstream: Int?, upstreamLocal: String, upstreamPeer: String,
+             listener: String = "", connecting: Bool = false, proxyProtocol: ProxyHeader.Version? = nil,
+             directions: [Direction]) {
             self.id = id
             self.age = age
             self.idle = idle
@@ -146,6 +188,9 @@ struct HandoverRecord: Equatable {
             self.upstream = upstream
             self.upstreamLocal = upstreamLocal
             self.upstreamPeer = upstreamPeer
+            self.listener = listener
+            self.connecting = connecting
+            self.proxyProtocol = proxyProtocol
             self.directions = directions
         }
     }
@@ -161,6 +206,7 @@ struct HandoverRecord: Equatable {
         for listener in listeners {
             writer.u32(UInt32(listener.descriptor))
             writer.string(listener.name.description)
+            writer.u32(listener.waiting.map(UInt32.init) ?? SessionEntry.noDescriptor)
         }
         for session in sessions { session.encode(into: &writer) }
         return writer.data
@@ -189,7 +235,12 @@ struct HandoverRecord: Equatable {
             guard let name = StoredListenerName(parsing: text) else {
                 throw HandoverRefusal("listener \"\(LogEscaping.escaped(text))\" is not a listener name")
             }
-            listeners.append(ListenerEntry(descriptor: index, name: name))
+            let waiting = try reader.u32()
+            guard waiting == SessionEntry.noDescriptor || Int(waiting) < descriptorCount else {
+                throw HandoverRefusal("listener \(name)'s waiting connection \(waiting) is past the \(descriptorCount) sent")
+            }
+            listeners.append(ListenerEntry(descriptor: index, name: name,
+                                           waiting: waiting == SessionEntry.noDescriptor ? nil : Int(waiting)))
         }
         sessions = []
         for _ in 0..<sessionCount {
@@ -223,9 +274,11 @@ struct ByteWriter {
         withUnsafeBytes(of: value.littleEndian) { data += $0 }
     }
     mutating func string(_ text: String) {
-        let utf8 = Array(text.utf8)
-        u32(UInt32(utf8.count))
-        data += utf8
+        run(Array(text.utf8))
+    }
+    mutating func run(_ bytes: [UInt8]) {
+        u32(UInt32(bytes.count))
+        data += bytes
     }
 }
 
@@ -249,8 +302,13 @@ struct ByteReader {
         UInt64(try u32()) | UInt64(try u32()) << 32
     }
     mutating func string() throws(HandoverRefusal) -> String {
+        String(decoding: try run(limit: Int.max), as: UTF8.self)
+    }
+    /// A length and that many bytes, at most `limit`.
+    mutating func run(limit: Int) throws(HandoverRefusal) -> [UInt8] {
         let count = Int(try u32())
+        guard count <= limit else { throw HandoverRefusal("the state record has a run of \(count) bytes, more than \(limit)") }
         guard let bytes = bytes(count) else { throw HandoverRefusal("the state record ends early") }
-        return String(decoding: bytes, as: UTF8.self)
+        return bytes
     }
 }

@@ -87,6 +87,22 @@ final class NewProcess {
         _ = uv_process_kill(handle, SIGKILL)
     }
 
+    /// Ends it and waits (at most 2 s) until it has exited, without reaping
+    /// it (libuv does, and reports how it ended): once it has held the
+    /// sockets, this process must not touch them while it might still run.
+    /// The loop waits meanwhile; SIGKILL takes a few milliseconds.
+    func killAndAwaitExit() {
+        guard ending == nil, !isClosed else { return }
+        _ = uv_process_kill(handle, SIGKILL)
+        for _ in 0..<2000 {
+            var info = siginfo_t()
+            // WNOWAIT: the child stays a zombie for libuv's SIGCHLD handler.
+            if waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_signo != 0 { return }
+            usleep(1000)
+        }
+        Log.warning("upgrade: pid \(pid) has not exited 2 s after SIGKILL")
+    }
+
     /// Stops watching it; it runs on (it serves now). Once only.
     func release() {
         onExit = nil

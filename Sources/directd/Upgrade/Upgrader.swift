@@ -31,38 +31,37 @@ enum UpgradeOutcome: Equatable {
 /// It starts the binary installed at the path directd was started from
 /// (`InstalledExecutable`), with the same arguments, and talks to it over a
 /// `HandoverChannel` (`HandoverMessage`): the new process reads its config and
-/// says hello with its handover format; this one holds its sessions (reads
-/// stopped, queued writes let out, at most `quietLimit`), then sends the state
-/// (`HandoverRecord`) with the listening sockets, the quiet sessions' sockets
-/// and their pipes; the new process checks everything, takes over and says it
-/// serves. Then this process closes its copies with a plain close (the sockets
-/// live on in the new process: no connection is refused, nothing is sent to
-/// anyone) and drains the sessions it kept as on SIGTERM.
+/// says hello with its handover format. From then until the new process's
+/// answer, this process's loop waits on the channel and does nothing else
+/// (`handOver`): no byte is read, written or accepted here, no timer fires, so
+/// the state it sends (`HandoverRecord`: every listener with a connection
+/// libuv may hold for it, every open session with what it has queued, each
+/// connecting one) stays exactly true while the new process checks it and
+/// takes over. When the new process says it serves, this process closes its
+/// copies with a plain close (the sockets live on in the new process: no
+/// connection is refused, nothing is sent to anyone) and drains whatever it
+/// could not hand over as on SIGTERM.
 ///
 /// Anything else rolls back: the binary missing or not executable, the new
 /// process exiting or killed, a format mismatch, a refusal, or no answer
-/// within `deadline`. Until the end this process has only held its sessions,
-/// and the new one has read nothing from them, so a rollback kills the new
-/// process, lets the sessions read again and serves on. Loop thread only.
+/// within `deadline`. The new process is killed, and waited for once it held
+/// the sockets, so that it can touch none of them again; this process has
+/// changed nothing, and serves on from where it stopped. Loop thread only.
 final class Upgrader {
     /// What the upgrade needs of the server.
     struct Actions {
         /// The listeners now, and whether they came from a socket unit.
         var listeners: () -> (listeners: [Listener], fromSocketUnit: Bool)
-        /// Stop reading on every session that can be handed over.
-        var holdSessions: () -> Void
-        /// Every held session has nothing in flight (or has closed).
-        var heldSessionsAreQuiet: () -> Bool
-        /// The held sessions to hand over (the others read again, and stay).
-        var sessionsToHandOver: () -> [Session]
-        /// A rollback: the held sessions read again.
-        var releaseSessions: () -> Void
-        /// A rollback, after the sessions: this process serves on (the
-        /// pid-file names it again, whatever the new process wrote).
+        /// Every open session, in the order they opened.
+        var sessions: () -> [Session]
+        /// A rollback: this process serves on (the pid-file names it again,
+        /// whatever the new process wrote).
         var rolledBack: () -> Void
-        /// The new process serves: stop without touching what it holds.
-        var handedOver: (UpgradeOutcome) -> Void
-        /// Told RELOADING=1 at the start, READY=1 after a rollback.
+        /// The new process serves the sessions handed over: stop without
+        /// touching what it holds.
+        var handedOver: (UpgradeOutcome, [Session]) -> Void
+        /// Told RELOADING=1 at the start, READY=1 after a rollback, and the
+        /// watchdog's pings while the loop waits on the handover.
         var notifier: () -> ServiceNotifier?
     }
 
@@ -105,14 +104,14 @@ final class Upgrader {
         attempt?.rollBack("directd is stopping")
     }
 
-    fileprivate func finished(_ attempt: Attempt, _ outcome: UpgradeOutcome) {
+    fileprivate func finished(_ attempt: Attempt, _ outcome: UpgradeOutcome, moved: [Session]) {
         guard self.attempt === attempt else { return }
         self.attempt = nil
         switch outcome {
         case .upgraded:
             Log.line("upgrade done: \(outcome.reason)")
             attempt.completion(outcome)
-            actions.handedOver(outcome)
+            actions.handedOver(outcome, moved)
         default:
             Log.warning("upgrade \(outcome.reason); pid \(getpid()) (\(BuildIdentity.version)) serves on")
             actions.rolledBack()
@@ -129,8 +128,17 @@ final class Upgrader {
         private var watcher: ReadableWatcher?
         private var timer: LoopTimer?
         private var process: NewProcess?
+        /// The new process has been sent the sockets: from then on a rollback
+        /// waits until it has gone.
         private var sentState = false
+        /// It has been killed and is gone (a zombie, for libuv to reap).
+        private var gone = false
         private var done = false
+        /// When it began (`ServiceNotifier.monotonicMicroseconds`, ms), for the deadline.
+        private var began: UInt64 = 0
+        /// The sessions sent, closed here once the new process serves them.
+        private var moved: [Session] = []
+        private var handedVersion: String?
 
         init(upgrader: Upgrader, completion: @escaping (UpgradeOutcome) -> Void) {
             self.upgrader = upgrader
@@ -139,6 +147,7 @@ final class Upgrader {
 
         func begin(path: String) {
             let loop = upgrader.loop
+            began = ServiceNotifier.monotonicMicroseconds() / 1000
             guard let (parent, child) = HandoverChannel.pair() else {
                 return rollBack("socketpair: \(String(cString: strerror(errno)))")
             }
@@ -158,13 +167,16 @@ final class Upgrader {
             do throws(UVError) {
                 watcher = try ReadableWatcher(loop: loop, descriptor: parent.fd) { [unowned self] in self.readable() }
                 timer = try LoopTimer(loop: loop, everyMilliseconds: Upgrader.deadline) { [unowned self] in
-                    self.rollBack("no answer from the new process within \(Upgrader.deadline / 1000) s")
+                    self.rollBack(Attempt.noAnswer)
                 }
             } catch {
                 rollBack("cannot watch the handover channel: \(error)")
             }
         }
 
+        private static let noAnswer = "no answer from the new process within \(Upgrader.deadline / 1000) s"
+
+        /// Before the hello: the loop serves on meanwhile.
         private func readable() {
             guard !done, let channel else { return }
             switch channel.receive(blocking: false) {
@@ -196,9 +208,9 @@ final class Upgrader {
                 }
                 handedVersion = version
                 Log.info("upgrade: pid \(process?.pid ?? 0) is \(LogEscaping.escaped(version)); handing over")
-                holdSessions()
+                handOver()
             case .serving(let pid) where sentState:
-                finish(.upgraded(pid: pid, version: ""))
+                finish(.upgraded(pid: pid, version: handedVersion ?? "?"))
             case .refused(let why):
                 rollBack("the new process refused: \(LogEscaping.escaped(why))")
             default:
@@ -206,98 +218,142 @@ final class Upgrader {
             }
         }
 
-        /// Stops reading on the sessions, and waits (at most `quietLimit` ms)
-        /// until what they have queued is written: then they hold nothing but
-        /// their sockets and counters.
-        private func holdSessions() {
-            upgrader.actions.holdSessions()
-            heldSessions = true
-            var waited: UInt64 = 0
-            guard !upgrader.actions.heldSessionsAreQuiet() else { return sendState() }
-            do throws(UVError) {
-                quietTimer = try LoopTimer(loop: upgrader.loop, everyMilliseconds: Self.quietTick) { [unowned self] in
-                    waited += Self.quietTick
-                    guard self.upgrader.actions.heldSessionsAreQuiet() || waited >= Self.quietLimit else { return }
-                    self.quietTimer?.close()
-                    self.quietTimer = nil
-                    self.sendState()
+        /// Sends the state, then waits on the channel for the answer, the
+        /// loop stopped meanwhile (see the type's comment): bounded by the
+        /// deadline, the watchdog pinged on the way. Signals and requests
+        /// that arrive meanwhile are served after it.
+        private func handOver() {
+            guard sendState(), let channel else { return }
+            while !done {
+                let elapsed = ServiceNotifier.monotonicMicroseconds() / 1000 - began
+                guard elapsed < Upgrader.deadline else { return rollBack(Self.noAnswer) }
+                upgrader.actions.notifier()?.keepAlive()
+                guard channel.waitReadable(milliseconds: Int32(min(Upgrader.deadline - elapsed, 250))) else { continue }
+                switch channel.receive(blocking: false) {
+                case .nothing:
+                    continue
+                case .closed:
+                    // It has exited or is exiting, without serving: killed, and
+                    // waited for; its exit status names the cause (`processEnded`).
+                    process?.killAndAwaitExit()
+                    gone = true
+                    watcher?.close()
+                    watcher = nil
+                    return
+                case .failed(let error):
+                    return rollBack("reading the handover channel: \(String(cString: strerror(error)))")
+                case .message(let text, let descriptors):
+                    descriptors.forEach { _ = Glibc.close($0) }
+                    guard let message = HandoverMessage(parsing: text) else {
+                        return rollBack("the new process sent \"\(LogEscaping.escaped(String(text.prefix(80))))\", not a handover message")
+                    }
+                    handle(message)
                 }
-            } catch {
-                rollBack("cannot start a timer: \(error)")
             }
         }
 
-        private var quietTimer: LoopTimer?
-        private var heldSessions = false
-        private static let quietTick: UInt64 = 5
-        /// Sessions whose writes have not drained by then stay with the old process.
-        static let quietLimit: UInt64 = 500
-
-        /// The state file, then the descriptors in batches.
-        private func sendState() {
-            guard !done, let channel else { return }
+        /// The state file, then the descriptors in batches; false when it rolled back.
+        private func sendState() -> Bool {
+            guard !done, let channel else { return false }
             let (listeners, fromSocketUnit) = upgrader.actions.listeners()
             var descriptors: [Int32] = []
             var entries: [HandoverRecord.ListenerEntry] = []
             for listener in listeners {
                 guard let fd = listener.fileDescriptor else { continue }
-                entries.append(.init(descriptor: descriptors.count,
-                                     name: StoredListenerName(address: listener.address, device: listener.target.device)))
+                var entry = HandoverRecord.ListenerEntry(descriptor: descriptors.count,
+                                                         name: StoredListenerName(address: listener.address, device: listener.target.device))
                 descriptors.append(fd)
+                // A connection libuv accepted and directd left there (descriptors short).
+                let waiting = cuv_stream_accepted_fd(listener.stream)
+                if waiting >= 0 {
+                    entry.waiting = descriptors.count
+                    descriptors.append(waiting)
+                }
+                entries.append(entry)
             }
             var sessions: [HandoverRecord.SessionEntry] = []
             let now = uv_now(upgrader.loop)
-            for session in upgrader.actions.sessionsToHandOver() {
-                guard let snapshot = session.snapshot, let client = HandedSession.addresses(of: snapshot.client) else { continue }
-                let upstream = snapshot.upstream.flatMap(HandedSession.addresses(of:))
-                if snapshot.upstream != nil, upstream == nil { continue }
-                let clientIndex = descriptors.count
-                descriptors.append(snapshot.client)
-                let upstreamIndex = snapshot.upstream.map { fd -> Int in
-                    descriptors.append(fd)
-                    return descriptors.count - 1
-                }
-                let directions = snapshot.directions.map { state -> HandoverRecord.SessionEntry.Direction in
-                    var direction = HandoverRecord.SessionEntry.Direction(moved: state.moved, finished: state.finished)
-                    if let pipe = state.pipe {
-                        // The bytes stay in the pipe; its ends go over.
-                        direction.pipeReadEnd = descriptors.count
-                        direction.pipeWriteEnd = descriptors.count + 1
-                        direction.inPipe = state.inPipe
-                        descriptors += [pipe.readEnd, pipe.writeEnd]
-                    }
-                    return direction
-                }
-                sessions.append(.init(id: session.id, age: now - min(now, session.opened), idle: now - min(now, session.lastActivity),
-                                      writeQueueLimit: session.writeQueueLimit, client: clientIndex,
-                                      clientLocal: client.local, clientPeer: client.peer, upstream: upstreamIndex,
-                                      upstreamLocal: upstream?.local ?? "", upstreamPeer: upstream?.peer ?? "",
-                                      directions: directions))
+            for session in upgrader.actions.sessions() {
+                guard let entry = Self.entry(for: session, now: now, descriptors: &descriptors) else { continue }
+                sessions.append(entry)
+                moved.append(session)
             }
             let record = HandoverRecord(fromSocketUnit: fromSocketUnit, descriptorCount: descriptors.count,
                                         listeners: entries, sessions: sessions)
-            Log.info("upgrade: handing over \(entries.count) listeners and \(sessions.count) sessions")
+            let queued = sessions.reduce(0) { $0 + $1.directions.reduce(0) { $0 + $1.unsent.count } }
+            let connecting = sessions.filter(\.connecting).count
+            Log.info("upgrade: handing over \(entries.count) listeners and \(sessions.count) sessions"
+                     + (queued > 0 ? " (\(queued) bytes queued)" : "") + (connecting > 0 ? " (\(connecting) connecting)" : ""))
             let stateFile: Int32
             switch SealedStateFile.make(record.encoded()) {
-            case .failure(let problem): return rollBack("\(problem)")
+            case .failure(let problem):
+                rollBack("\(problem)")
+                return false
             case .success(let fd): stateFile = fd
             }
             defer { _ = Glibc.close(stateFile) }
             let batches = stride(from: 0, to: descriptors.count, by: HandoverChannel.descriptorsPerMessage).map {
                 Array(descriptors[$0..<min($0 + HandoverChannel.descriptorsPerMessage, descriptors.count)])
             }
-            var error = channel.send(HandoverMessage.state(batches: batches.count).text, descriptors: [stateFile])
-            for batch in batches where error == 0 {
-                error = channel.send(HandoverMessage.descriptors(count: batch.count).text, descriptors: batch)
-            }
-            guard error == 0 else { return rollBack("sending the state: \(String(cString: strerror(error)))") }
+            // From the first descriptor sent on, the new process may hold them.
             sentState = true
+            var error = channel.send(HandoverMessage.state(batches: batches.count).text, descriptors: [stateFile], blocking: true)
+            for batch in batches where error == 0 {
+                error = channel.send(HandoverMessage.descriptors(count: batch.count).text, descriptors: batch, blocking: true)
+            }
+            guard error == 0 else {
+                rollBack("sending the state: \(String(cString: strerror(error)))")
+                return false
+            }
+            return true
+        }
+
+        /// One session's entry, its descriptors appended; nil for one that
+        /// stays here (closed, or its state cannot be read exactly, or a side
+        /// that has reset already: this process passes that on).
+        private static func entry(for session: Session, now: UInt64, descriptors: inout [Int32]) -> HandoverRecord.SessionEntry? {
+            guard let snapshot = session.snapshot, let client = HandedSession.addresses(of: snapshot.client) else { return nil }
+            var upstreamAddresses: (local: String, peer: String)?
+            if let fd = snapshot.upstream {
+                if snapshot.connecting {
+                    // Not connected yet: where it connects from, and to.
+                    guard let local = HandedSession.address(of: fd, peer: false), let target = snapshot.target else { return nil }
+                    upstreamAddresses = (local, target.description)
+                } else {
+                    guard let addresses = HandedSession.addresses(of: fd) else { return nil }
+                    upstreamAddresses = addresses
+                }
+            }
+            let clientIndex = descriptors.count
+            descriptors.append(snapshot.client)
+            let upstreamIndex = snapshot.upstream.map { fd -> Int in
+                descriptors.append(fd)
+                return descriptors.count - 1
+            }
+            let directions = snapshot.directions.map { state -> HandoverRecord.SessionEntry.Direction in
+                var direction = HandoverRecord.SessionEntry.Direction(moved: state.moved, finished: state.finished,
+                                                                      ending: state.ending, unsent: state.unsent)
+                if let pipe = state.pipe {
+                    // The bytes stay in the pipe; its ends go over.
+                    direction.pipeReadEnd = descriptors.count
+                    direction.pipeWriteEnd = descriptors.count + 1
+                    direction.inPipe = state.inPipe
+                    descriptors += [pipe.readEnd, pipe.writeEnd]
+                }
+                return direction
+            }
+            return .init(id: session.id, age: now - min(now, session.opened), idle: now - min(now, session.lastActivity),
+                         writeQueueLimit: session.writeQueueLimit, client: clientIndex,
+                         clientLocal: client.local, clientPeer: client.peer, upstream: upstreamIndex,
+                         upstreamLocal: upstreamAddresses?.local ?? "", upstreamPeer: upstreamAddresses?.peer ?? "",
+                         listener: session.listenerCounters?.label ?? "", connecting: snapshot.connecting,
+                         proxyProtocol: snapshot.proxyProtocol, directions: directions)
         }
 
         private func processEnded(_ how: String) {
             guard !done else { return }
             // A last message (a refusal naming the cause) may be waiting.
-            readable()
+            if !sentState { readable() }
             guard !done else { return }
             rollBack("the new process \(how) before it took over")
         }
@@ -307,21 +363,20 @@ final class Upgrader {
             done = true
             watcher?.close()
             timer?.close()
-            quietTimer?.close()
             channel?.close()
             channel = nil
-            if case .upgraded(let pid, _) = outcome {
+            if case .upgraded = outcome {
                 // It serves: no longer ours to watch (and never to kill).
                 process?.release()
-                upgrader.finished(self, .upgraded(pid: pid, version: handedVersion ?? "?"))
+                upgrader.finished(self, outcome, moved: moved)
                 return
             }
-            process?.kill()
-            if heldSessions { upgrader.actions.releaseSessions() }
-            upgrader.finished(self, outcome)
+            // Once it held the sockets, it must be gone before this process
+            // touches them again.
+            if sentState, !gone { process?.killAndAwaitExit() } else { process?.kill() }
+            moved = []
+            upgrader.finished(self, outcome, moved: [])
         }
-
-        private var handedVersion: String?
 
         func rollBack(_ why: String) { finish(.rolledBack(why)) }
     }
