@@ -240,10 +240,11 @@ struct Serve: ParsableCommand {
             if upgrade == nil { try server.serveEndpoints(settings) }
             // Sockets handed over (socket activation, or an upgrade) are never bound again here.
             try server.dropPrivileges(inherited == nil && handed == nil ? privilegePlan : privilegePlan.forInheritedSockets)
-            server.measureDescriptors()
+            server.measureDescriptors(handedOver: handed?.sessionDescriptors ?? 0)
             if let sessions = handed?.sessions { try server.restore(sessions) }
             if watchConfig, let path = options.config { try server.watchConfig(at: path) }
             try server.start()
+            server.serveHandedConnections()
             // Before the old process hears it may exit: the file names this one first.
             try pidFile?.write()
             // Read from only now: before this, a refusal leaves every byte to the old process.

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CUV
 import UVBind
 
@@ -182,8 +185,10 @@ final class Server: SessionHost, ReloadTarget {
     var listeningAddresses: [SocketAddress] { source?.listeners.map(\.address) ?? [] }
 
     /// Counts what is open before any connection, and keeps the reserves.
-    func measureDescriptors() {
-        gate.prepare(listeners: source?.listeners.count ?? 0)
+    /// `handedOver`: descriptors open now that sessions will count as theirs
+    /// (an upgrade's sessions and waiting connections), not the baseline's.
+    func measureDescriptors(handedOver: Int = 0) {
+        gate.prepare(listeners: source?.listeners.count ?? 0, excluding: handedOver)
     }
 
     private var descriptorsPerSession: Int {
@@ -273,6 +278,38 @@ final class Server: SessionHost, ReloadTarget {
             Log.warning("accept on \(listener.address) failed: \(error)", category: .acceptFailed)
             return session.close(reason: nil)
         }
+        admit(session, on: listener)
+    }
+
+    /// Serves the connections an upgrade handed over that the old process
+    /// had not accepted yet (libuv held them while descriptors were short),
+    /// as if accepted here: admission, then echo or relay. One whose
+    /// listener this configuration no longer has is closed, as that
+    /// listener's backlog is.
+    func serveHandedConnections() {
+        guard let handed = handedListeners else { return }
+        defer { handed.connectionsServed() }
+        for (fd, name) in handed.connectionsTaken {
+            guard let listener = source?.listeners.first(where: {
+                StoredListenerName(address: $0.address, device: $0.target.device) == name
+            }), let session = Session(host: self, loop: loop, pool: pool,
+                                      writeQueueLimit: settings.writeQueueLimit, id: table.takeIdentifier()) else {
+                Glibc.close(fd)
+                continue
+            }
+            if let error = UVError.check(uv_tcp_open(session.client, fd)) {
+                Log.warning("a connection the old process left waiting on \(name) cannot be served: \(error)", category: .acceptFailed)
+                Glibc.close(fd)
+                session.close(reason: nil)
+                continue
+            }
+            Log.info("serving a connection the old process had left waiting on \(listener.address)")
+            admit(session, on: listener)
+        }
+    }
+
+    /// An accepted connection: admitted (or refused), then echoed or relayed.
+    private func admit(_ session: Session, on listener: Listener) {
         session.readPeer()
         let peer = session.peer.map(\.description) ?? "unknown peer"
         // A lookup per accepted connection, never per read: the session keeps the index.
@@ -434,6 +471,7 @@ final class Server: SessionHost, ReloadTarget {
             let piped = entry.directions.reduce(0) { $0 + $1.inPipe }
             let queued = entry.directions.reduce(0) { $0 + $1.unsent.count }
             let held = (piped > 0 ? ", \(piped) bytes waiting in its pipes" : "") + (queued > 0 ? ", \(queued) bytes queued" : "")
+                + (entry.directions.contains(where: \.ending) ? ", a FIN to pass on after them" : "")
                 + (entry.connecting ? ", still connecting" : "")
             Log.info("#\(entry.id) taken over from the old process (\(entry.clientPeer)\(entry.upstream == nil ? ", echo" : " to \(entry.upstreamPeer)")\(held))", category: .opened)
         }

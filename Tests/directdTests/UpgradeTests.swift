@@ -182,10 +182,113 @@ struct UpgradeTests {
         defer { withExtendedLifetime((upstream, copy)) {} }
         let line = daemon.logText.split(separator: "\n").first { $0.contains("upgrade: handing over") }.map(String.init) ?? ""
         #expect(line.contains("upgrade: handing over 1 listeners and 1 sessions ("), "\(line)")
-        #expect(line.contains(" bytes queued)"), "nothing was queued: the test proves nothing: \(line)")
+        #expect(line.contains(" bytes queued"), "nothing was queued: the test proves nothing: \(line)")
         #expect(daemon.spawned.waitForExit(timeout: 5) == 0, "the old process kept the session")
         #expect(receiveHashed(client, count: floodBytes) == "exact")
         client.finishSending()
+        let pid = daemon.upgradedPIDs[0]
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
+    /// A copying session half-closed by its upstream while its client does
+    /// not read: with a write queue large enough for the whole flood,
+    /// directd has read all of it and the upstream's FIN, and its shutdown of
+    /// the client waits behind the queued bytes. Those bytes and the FIN go
+    /// over; the client receives every byte in order, then the end.
+    @Test func aHalfClosingSessionMovesWithItsQueueAndItsFIN() throws {
+        let (upstream, copy, daemon, client) = try upgradeWithAFloodedClient(
+            relayMode: "copy", options: ["--write-queue-limit", "16MiB"])
+        defer { withExtendedLifetime((upstream, copy)) {} }
+        #expect(daemon.logText.contains(" bytes queued, a FIN to pass on after them)"), "\(daemon.logText)")
+        #expect(daemon.spawned.waitForExit(timeout: 5) == 0, "the old process kept the session")
+        #expect(receiveHashed(client, count: floodBytes) == "exact")
+        client.finishSending()
+        let pid = daemon.upgradedPIDs[0]
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
+    /// A session whose upstream has not answered yet (its accept queue is
+    /// full, so the SYN is dropped and sent again a second later) moves while
+    /// still connecting: the new process watches the connect finish, sends
+    /// the PROXY header the old process owed, then relays what the client
+    /// sent meanwhile. The old process exits at once.
+    @Test func aSessionStillConnectingMovesAndConnectsInTheNewProcess() throws {
+        let upstream = try TestServer(accepting: false, backlog: 0)
+        defer { upstream.stop() }
+        // Fills the accept queue (backlog 0 holds one): directd's SYN is dropped.
+        let filler = try TCPClient(host: "127.0.0.1", port: upstream.port)
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "30",
+                                          "--forward", "127.0.0.1:\(upstream.port)", "--proxy-protocol", "v1",
+                                          "--connect-timeout", "30"], copy: copy)
+        let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        #expect(client.send(Array("hello".utf8)))
+        #expect(daemon.waitForLog("#1 opened from"))
+        kill(daemon.pid, SIGUSR2)
+        try #require(eventually(within: 20) { daemon.upgradedPIDs.count == 1 }, "\(daemon.logText)")
+        #expect(daemon.logText.contains("upgrade: handing over 1 listeners and 1 sessions (1 connecting)"), "\(daemon.logText)")
+        #expect(daemon.logText.contains(", still connecting)"), "\(daemon.logText)")
+        #expect(daemon.spawned.waitForExit(timeout: 5) == 0, "the old process kept the session")
+        // Room in the queue: the SYN's next try connects, to the new process.
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(upstream.fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        close(accept(upstream.fd, nil, nil))   // the filler's
+        filler.finishSending()
+        let relayed = accept(upstream.fd, nil, nil)
+        try #require(relayed >= 0, "directd's connect never arrived: \(String(cString: strerror(errno)))")
+        defer { close(relayed) }
+        setsockopt(relayed, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var received: [UInt8] = []
+        var byte: UInt8 = 0
+        while !received.suffix(5).elementsEqual("hello".utf8), received.count < 200, recv(relayed, &byte, 1, 0) == 1 { received.append(byte) }
+        let text = String(decoding: received, as: UTF8.self)
+        #expect(text.hasPrefix("PROXY TCP4 127.0.0.1 127.0.0.1 ") && text.hasSuffix("\r\nhello"), "\(text)")
+        #expect(send(relayed, "world", 5, 0) == 5)
+        #expect(client.receive(exactly: 5) == Array("world".utf8))
+        shutdown(relayed, Int32(SHUT_WR))
+        #expect(client.receiveAll() == [])
+        client.finishSending()
+        let pid = daemon.upgradedPIDs[0]
+        kill(pid, SIGTERM)
+        #expect(eventually(within: 15) { !processIsAlive(pid) })
+    }
+
+    /// A connection libuv had accepted while directd paused accepting for
+    /// want of descriptors (the limit lowered under it: libuv keeps that one
+    /// connection and stops watching the listener) goes over with the
+    /// listener, and the new process serves it. The limit leaves a relay
+    /// one descriptor short of a session (two, and libuv's margin of four)
+    /// and the upgrade the four it needs (the channel's pair, libuv's spawn
+    /// pipe); the new binary is a wrapper that gives the new process its room
+    /// back before it runs directd.
+    @Test func aConnectionLeftWaitingForDescriptorsIsServedByTheNewProcess() throws {
+        let upstream = try streamingUpstream()
+        let copy = try InstalledCopy()
+        let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "30",
+                                          "--forward", "127.0.0.1:\(upstream.port)"], copy: copy)
+        let real = copy.directory.appendingPathComponent("directd-real").path
+        try FileManager.default.copyItem(atPath: copy.path, toPath: real)
+        let open = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(daemon.pid)/fd").count
+        let limit = Process()
+        limit.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+        limit.arguments = ["--pid", String(daemon.pid), "--nofile=\(open + 5):20000"]
+        try limit.run()
+        limit.waitUntilExit()
+        try #require(limit.terminationStatus == 0)
+        let waiting = try TCPClient(host: "127.0.0.1", port: daemon.port)
+        #expect(waiting.send(Array("e".utf8)))   // the upstream echoes from then on
+        #expect(daemon.waitForLog("accepting paused"), "\(daemon.logText)")
+        try copy.replace(with: "#!/bin/sh\nulimit -n 4096\nexec \(real) \"$@\"\n")
+        kill(daemon.pid, SIGUSR2)
+        try #require(eventually(within: 20) { daemon.upgradedPIDs.count == 1 }, "\(daemon.logText)")
+        #expect(daemon.logText.contains("(1 connections not yet accepted)"), "\(daemon.logText)")
+        #expect(daemon.logText.contains("serving a connection the old process had left waiting on 127.0.0.1:"), "\(daemon.logText)")
+        #expect(roundTrip(waiting, "served"), "the waiting connection was not served")
+        waiting.finishSending()
+        #expect(waiting.receiveAll() == [])
+        #expect(daemon.spawned.waitForExit(timeout: 5) == 0)
         let pid = daemon.upgradedPIDs[0]
         kill(pid, SIGTERM)
         #expect(eventually(within: 15) { !processIsAlive(pid) })
@@ -348,12 +451,13 @@ struct UpgradeTests {
     /// A relayed session whose client does not read while the upstream floods
     /// it (directd's queue, or its pipe, and the client's buffers fill), then
     /// one upgrade, done.
-    private func upgradeWithAFloodedClient(relayMode: String) throws
+    private func upgradeWithAFloodedClient(relayMode: String, options: [String] = []) throws
         -> (TestServer, InstalledCopy, UpgradingDaemon, TCPClient) {
         let upstream = try streamingUpstream()
         let copy = try InstalledCopy()
         let daemon = try UpgradingDaemon(["--bind-interface", "127.0.0.1", "--port", "0", "--grace", "60",
-                                          "--forward", "127.0.0.1:\(upstream.port)", "--relay-mode", relayMode], copy: copy)
+                                          "--forward", "127.0.0.1:\(upstream.port)", "--relay-mode", relayMode] + options,
+                                         copy: copy)
         let client = try TCPClient(host: "127.0.0.1", port: daemon.port)
         guard client.send([UInt8(ascii: "f")]) else { throw TestFailure("send") }
         usleep(500_000)
@@ -722,10 +826,33 @@ struct HandoverCheckTests {
     }
 
     @Test func aRecordReadsBackAsWritten() throws {
-        let record = HandoverRecord(fromSocketUnit: false, descriptorCount: 4,
-                                    listeners: [.init(descriptor: 0, name: Self.name)],
-                                    sessions: [Self.session(client: 1, upstream: nil, local: "127.0.0.1:1", peer: "127.0.0.1:2")])
+        var queued = Self.session(client: 4, upstream: 5, local: "127.0.0.1:1", peer: "127.0.0.1:2")
+        queued = .init(id: 9, age: 5, idle: 1, writeQueueLimit: 65536, client: 4, clientLocal: "127.0.0.1:1",
+                       clientPeer: "127.0.0.1:2", upstream: 5, upstreamLocal: "127.0.0.1:3", upstreamPeer: "127.0.0.1:4",
+                       listener: "127.0.0.1:1",
+                       directions: [.init(moved: 70_000, finished: false, ending: true, unsent: Array(repeating: 7, count: 70_000)),
+                                    .init(moved: 3, finished: false, unsent: [1, 2, 3])])
+        let connecting = HandoverRecord.SessionEntry(
+            id: 10, age: 50, idle: 50, writeQueueLimit: 65536, client: 6, clientLocal: "127.0.0.1:1", clientPeer: "127.0.0.1:5",
+            upstream: 7, upstreamLocal: "127.0.0.1:6", upstreamPeer: "[2001:db8::1]:80", listener: "127.0.0.1:1",
+            connecting: true, proxyProtocol: .v2, directions: [])
+        let record = HandoverRecord(fromSocketUnit: false, descriptorCount: 10,
+                                    listeners: [.init(descriptor: 0, name: Self.name, waiting: 1)],
+                                    sessions: [Self.session(client: 8, upstream: nil, local: "127.0.0.1:1", peer: "127.0.0.1:2"),
+                                               queued, connecting])
         #expect(try HandoverRecord(decoding: record.encoded()) == record)
+    }
+
+    /// More bytes queued than a direction can hold (its limit, a read and a
+    /// PROXY header) are not a record directd wrote.
+    @Test func queuedBytesPastTheWriteQueueLimitAreRefused() throws {
+        let tooMany = HandoverRecord.SessionEntry(
+            id: 11, age: 0, idle: 0, writeQueueLimit: 1024, client: 1, clientLocal: "127.0.0.1:1", clientPeer: "127.0.0.1:2",
+            upstream: nil, upstreamLocal: "", upstreamPeer: "",
+            directions: [.init(moved: 1, finished: false, unsent: Array(repeating: 0, count: 1024 + (64 << 10) + 105))])
+        let record = HandoverRecord(fromSocketUnit: false, descriptorCount: 2,
+                                    listeners: [.init(descriptor: 0, name: Self.name)], sessions: [tooMany])
+        #expect(throws: HandoverRefusal.self) { try HandoverRecord(decoding: record.encoded()) }
     }
 
     /// Ways a record can be damaged, and what the refusal then says.

@@ -54,11 +54,11 @@ final class AcceptGate {
     }
 
     /// Keeps one spare descriptor per listener, and counts what is open before
-    /// any session.
-    func prepare(listeners: Int) {
+    /// any session (less `sessions`: open already, counted by their sessions).
+    func prepare(listeners: Int, excluding sessions: Int = 0) {
         wantedReserves = listeners
         refillReserves()
-        baseline = Self.openDescriptors() ?? 16
+        baseline = max((Self.openDescriptors() ?? 16) - sessions, 0)
     }
 
     private static func openDescriptors() -> Int? {

@@ -15,6 +15,11 @@ import Glibc
 /// old process still holds it until it exits.
 final class HandedListeners {
     private var waiting: [(fd: Int32, name: StoredListenerName)]
+    /// Connections libuv had accepted in the old process for a listener and
+    /// directd had not taken yet (descriptors were short), by listener.
+    private var connections: [(fd: Int32, name: StoredListenerName)] = []
+    /// Those of the listeners taken over, for the server to serve.
+    private(set) var connectionsTaken: [(fd: Int32, name: StoredListenerName)] = []
     /// The old process served sockets from a socket unit: the new one adopts
     /// them as such (checked against the bind value as socket activation is).
     let fromSocketUnit: Bool
@@ -31,6 +36,13 @@ final class HandedListeners {
                 throw HandoverRefusal("listener \(entry.name) was handed over twice")
             }
             waiting.append((fd, entry.name))
+            if let index = entry.waiting {
+                if try HandedSession.checkAccepted(descriptors[index], "listener \(entry.name)'s waiting connection", by: fd) {
+                    connections.append((descriptors[index], entry.name))
+                } else {
+                    Glibc.close(descriptors[index])   // its client left while it waited
+                }
+            }
         }
     }
 
@@ -39,6 +51,7 @@ final class HandedListeners {
         guard let index = waiting.firstIndex(where: { $0.name.names(target) }) else { return nil }
         let entry = waiting.remove(at: index)
         Log.info("taking over \(entry.name) from the old process (the same socket: nothing is refused)")
+        takeConnections(of: entry.name)
         return entry.fd
     }
 
@@ -49,16 +62,28 @@ final class HandedListeners {
         var sockets: [InheritedSocket] = []
         for entry in waiting {
             sockets.append(try SocketActivation.inspect(fd: entry.fd, name: entry.name.description))
+            takeConnections(of: entry.name)
         }
         return sockets
     }
 
-    /// Closes what no listener took (the new configuration dropped it).
+    private func takeConnections(of name: StoredListenerName) {
+        connectionsTaken += connections.filter { $0.name == name }
+        connections.removeAll { $0.name == name }
+    }
+
+    /// Closes what no listener took (the new configuration dropped it), and
+    /// the connections waiting for it, as its backlog's go with it.
     func closeRest() {
         for entry in waiting {
             Log.line("stopped listening on \(entry.name.address) (no longer in the bind value)")
             Glibc.close(entry.fd)
         }
         waiting = []
+        connections.forEach { Glibc.close($0.fd) }
+        connections = []
     }
+
+    /// The server has the waiting connections now (or closed them).
+    func connectionsServed() { connectionsTaken = [] }
 }

@@ -44,6 +44,11 @@ final class UpgradeReceiver {
     struct Handover {
         let listeners: HandedListeners
         let sessions: [HandedSession]
+
+        /// Descriptors open for the sessions and the waiting connections.
+        var sessionDescriptors: Int {
+            sessions.reduce(0) { $0 + $1.entry.descriptors.count } + listeners.connectionsTaken.count
+        }
     }
 
     /// Says hello, then receives and checks the state and its descriptors.
@@ -93,7 +98,8 @@ final class UpgradeReceiver {
                 throw HandoverRefusal("the state names \(record.descriptorCount) descriptors, \(received.count) came")
             }
             // Each descriptor named once, by a listener or a session.
-            let named = record.listeners.map(\.descriptor) + record.sessions.flatMap(\.descriptors)
+            let named = record.listeners.flatMap { [$0.descriptor] + ($0.waiting.map { [$0] } ?? []) }
+                + record.sessions.flatMap(\.descriptors)
             guard Set(named).count == named.count, named.count == received.count else {
                 throw HandoverRefusal("the state names \(named.count) descriptors (\(Set(named).count) different ones), \(received.count) came")
             }

@@ -282,8 +282,11 @@ final class Upgrader {
                                         listeners: entries, sessions: sessions)
             let queued = sessions.reduce(0) { $0 + $1.directions.reduce(0) { $0 + $1.unsent.count } }
             let connecting = sessions.filter(\.connecting).count
+            let waiting = entries.filter { $0.waiting != nil }.count
+            let notes = [queued > 0 ? "\(queued) bytes queued" : nil, connecting > 0 ? "\(connecting) connecting" : nil,
+                         waiting > 0 ? "\(waiting) connections not yet accepted" : nil].compactMap { $0 }
             Log.info("upgrade: handing over \(entries.count) listeners and \(sessions.count) sessions"
-                     + (queued > 0 ? " (\(queued) bytes queued)" : "") + (connecting > 0 ? " (\(connecting) connecting)" : ""))
+                     + (notes.isEmpty ? "" : " (\(notes.joined(separator: ", ")))"))
             let stateFile: Int32
             switch SealedStateFile.make(record.encoded()) {
             case .failure(let problem):
