@@ -203,7 +203,7 @@ struct Serve: ParsableCommand {
         var handed: UpgradeReceiver.Handover?
         do {
             (inherited, store) = try options.inheritedSockets(settings, plan: plan)
-            handed = try upgrade?.receive()
+            handed = try upgrade?.receive(memoryLimit: settings.memoryLimit)
         } catch {
             upgrade?.refuse("\(error)")
             if error is HandoverRefusal {

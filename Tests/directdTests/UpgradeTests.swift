@@ -7,11 +7,12 @@ import Testing
 import UVBind
 @testable import directd
 
-/// In-place upgrades (issue 19, part 1: the listeners and the copying
-/// sessions move; splicing ones drain in the old process): SIGUSR2 starts the
-/// binary installed at directd's path, which takes over the listening sockets
-/// and the sessions; every failure rolls back and leaves the old process
-/// serving as before, its sessions intact.
+/// In-place upgrades (issue 19): SIGUSR2 starts the binary installed at
+/// directd's path, which takes over the listening sockets and every session
+/// (with what directd had queued, in a pipe or in libuv, a FIN still to pass
+/// on, a connect still under way, a connection libuv held for a listener);
+/// every failure rolls back and leaves the old process serving as before,
+/// its sessions intact.
 ///
 /// Each test runs its own copy of the debug directd (`InstalledCopy`), so that
 /// it can replace, remove or break the file as a package upgrade would.

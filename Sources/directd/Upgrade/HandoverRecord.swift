@@ -23,9 +23,11 @@ struct HandoverRecord: Equatable {
     /// hello, and a different one rolls the upgrade back.
     static let formatVersion: UInt32 = 2
     static let magic = Array("DIRECTDH".utf8)
-    /// A record larger than this is not directd's (sessions would make it
-    /// O(sessions) small: a few hundred bytes each).
-    static let sizeLimit = 64 << 20
+    /// A record larger than this is not directd's: a few hundred bytes a
+    /// session (64 MiB is 100,000s of them), and the bytes queued in user
+    /// space, which relay buffers hold (`memory-limit` bounds them; the new
+    /// process must hold them in its own).
+    static func sizeLimit(memoryLimit: Int) -> Int { (64 << 20) + memoryLimit }
 
     struct ListenerEntry: Equatable {
         /// Index into the descriptors sent with the record.

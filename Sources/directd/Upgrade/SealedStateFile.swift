@@ -33,14 +33,14 @@ enum SealedStateFile {
     }
 
     /// The bytes of a sealed state file, after checking it is one.
-    static func read(_ fd: Int32) throws(HandoverRefusal) -> [UInt8] {
+    static func read(_ fd: Int32, limit: Int) throws(HandoverRefusal) -> [UInt8] {
         var status = stat()
         guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
             throw HandoverRefusal("the state descriptor is not a file")
         }
         guard fcntl(fd, CUV_F_GET_SEALS) & seals == seals else { throw HandoverRefusal("the state file is not sealed") }
         let size = Int(status.st_size)
-        guard size <= HandoverRecord.sizeLimit else { throw HandoverRefusal("the state file is \(size) bytes, more than a record can be") }
+        guard size <= limit else { throw HandoverRefusal("the state file is \(size) bytes, more than a record can be") }
         var bytes = [UInt8](repeating: 0, count: size)
         var done = 0
         while done < size {

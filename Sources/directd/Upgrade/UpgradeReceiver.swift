@@ -51,8 +51,9 @@ final class UpgradeReceiver {
         }
     }
 
-    /// Says hello, then receives and checks the state and its descriptors.
-    func receive() throws(HandoverRefusal) -> Handover {
+    /// Says hello, then receives and checks the state and its descriptors
+    /// (`memoryLimit`: this process's, which bounds the queued bytes it can take).
+    func receive(memoryLimit: Int) throws(HandoverRefusal) -> Handover {
         guard let channel else { throw HandoverRefusal("the handover channel is closed") }
         let start = ServiceNotifier.monotonicMicroseconds() / 1000
         guard channel.send(HandoverMessage.hello(format: BuildIdentity.handoverFormat, version: BuildIdentity.version).text,
@@ -84,7 +85,7 @@ final class UpgradeReceiver {
             guard case .state(let batches) = first, stateFiles.count == 1 else {
                 throw HandoverRefusal("expected the state and its file, got \"\(LogEscaping.escaped(first.text))\" with \(stateFiles.count) descriptors")
             }
-            let record = try HandoverRecord(decoding: try SealedStateFile.read(stateFiles[0]))
+            let record = try HandoverRecord(decoding: try SealedStateFile.read(stateFiles[0], limit: HandoverRecord.sizeLimit(memoryLimit: memoryLimit)))
             Glibc.close(stateFiles[0])
             received = []
             for _ in 0..<batches {
