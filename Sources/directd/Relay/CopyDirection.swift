@@ -107,7 +107,10 @@ final class CopyDirection: RelayDirection, ChunkWaiter {
         }
         guard !session.isClosed else { return nil }
         if handedEnding {
+            // The source has ended: nothing more is read (not even by a
+            // write callback that finds the queue has room again).
             handedEnding = false
+            paused = false
             endOfSource()
             return nil
         }

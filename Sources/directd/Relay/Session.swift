@@ -309,9 +309,9 @@ final class Session {
                  age: UInt64, idle: UInt64) -> UVError? {
         if let error = restoreClient(fd, age: age, idle: idle) { return error }
         guard let upstreamFD else {
-            guard states.count == 1, states[0].pipe == nil,
-                  let echo = CopyDirection(session: self, source: clientStream, sink: clientStream, handedOver: states[0]) else {
-                return .invalidArgument
+            guard states.count == 1, states[0].pipe == nil else { return .invalidArgument }
+            guard let echo = CopyDirection(session: self, source: clientStream, sink: clientStream, handedOver: states[0]) else {
+                return .noBufferSpace
             }
             directions = [echo]
             return nil

@@ -37,11 +37,9 @@ final class HandedListeners {
             }
             waiting.append((fd, entry.name))
             if let index = entry.waiting {
-                if try HandedSession.checkAccepted(descriptors[index], "listener \(entry.name)'s waiting connection", by: fd) {
-                    connections.append((descriptors[index], entry.name))
-                } else {
-                    Glibc.close(descriptors[index])   // its client left while it waited
-                }
+                // One whose client left meanwhile is served as an accept of it would be: it ends at once.
+                try HandedSession.checkAccepted(descriptors[index], "listener \(entry.name)'s waiting connection", by: fd)
+                connections.append((descriptors[index], entry.name))
             }
         }
     }

@@ -127,15 +127,13 @@ struct HandedSession {
     }
 
     /// A connection accepted on `listener` and not served yet: a TCP socket
-    /// bound to the listener's port, connected (true) or ended since (false:
-    /// its client gave up while it waited). Anything else is refused.
-    static func checkAccepted(_ fd: Int32, _ what: String, by listener: Int32) throws(HandoverRefusal) -> Bool {
+    /// (not listening) bound to the listener's port.
+    static func checkAccepted(_ fd: Int32, _ what: String, by listener: Int32) throws(HandoverRefusal) {
         try checkKind(fd, what)
         guard let local = address(of: fd, peer: false), let listening = address(of: listener, peer: false),
               local.split(separator: ":").last == listening.split(separator: ":").last else {
             throw HandoverRefusal("\(what) is not a connection accepted on it")
         }
-        return address(of: fd, peer: true) != nil
     }
 
     /// An upstream socket still connecting: connected since exactly as the
