@@ -100,8 +100,7 @@ struct UpgradeTests {
         streams.expectExact()
         let moved = daemon.logText.split(separator: "\n").filter { $0.contains("upgrade: handing over 1 listeners and \(streaming + halfClosed) sessions") }
         #expect(moved.count >= 1, "\(daemon.logText.split(separator: "\n").filter { $0.contains("handing over") })")
-        kill(pid, SIGTERM)
-        #expect(eventually(within: 15) { !processIsAlive(pid) })
+        stopGracefully(pid)
     }
 
     /// Sessions streaming through a splicing relay while the new process is
@@ -169,8 +168,7 @@ struct UpgradeTests {
         kept.finishSending()
         #expect(kept.receiveAll() == [])
         let pid = try #require(daemon.upgradedPIDs.last)
-        kill(pid, SIGTERM)
-        #expect(eventually(within: 15) { !processIsAlive(pid) })
+        stopGracefully(pid)
     }
 
     /// A copying session whose client does not read moves with the bytes
@@ -187,9 +185,7 @@ struct UpgradeTests {
         #expect(daemon.spawned.waitForExit(timeout: 5) == 0, "the old process kept the session")
         #expect(receiveHashed(client, count: floodBytes) == "exact")
         client.finishSending()
-        let pid = daemon.upgradedPIDs[0]
-        kill(pid, SIGTERM)
-        #expect(eventually(within: 15) { !processIsAlive(pid) })
+        stopGracefully(daemon.upgradedPIDs[0])
     }
 
     /// A copying session half-closed by its upstream while its client does
@@ -205,9 +201,7 @@ struct UpgradeTests {
         #expect(daemon.spawned.waitForExit(timeout: 5) == 0, "the old process kept the session")
         #expect(receiveHashed(client, count: floodBytes) == "exact")
         client.finishSending()
-        let pid = daemon.upgradedPIDs[0]
-        kill(pid, SIGTERM)
-        #expect(eventually(within: 15) { !processIsAlive(pid) })
+        stopGracefully(daemon.upgradedPIDs[0])
     }
 
     /// A session whose upstream has not answered yet (its accept queue is
@@ -251,9 +245,7 @@ struct UpgradeTests {
         shutdown(relayed, Int32(SHUT_WR))
         #expect(client.receiveAll() == [])
         client.finishSending()
-        let pid = daemon.upgradedPIDs[0]
-        kill(pid, SIGTERM)
-        #expect(eventually(within: 15) { !processIsAlive(pid) })
+        stopGracefully(daemon.upgradedPIDs[0])
     }
 
     /// A connection libuv had accepted while directd paused accepting for
@@ -290,9 +282,7 @@ struct UpgradeTests {
         waiting.finishSending()
         #expect(waiting.receiveAll() == [])
         #expect(daemon.spawned.waitForExit(timeout: 5) == 0)
-        let pid = daemon.upgradedPIDs[0]
-        kill(pid, SIGTERM)
-        #expect(eventually(within: 15) { !processIsAlive(pid) })
+        stopGracefully(daemon.upgradedPIDs[0])
     }
 
     /// Many sessions at once: 200 relayed idle sessions (400 sockets, more
@@ -322,8 +312,7 @@ struct UpgradeTests {
         streams.expectExact()
         idle.forEach { $0.finishSending() }
         #expect(idle.allSatisfy { $0.receiveAll() == [] })
-        kill(pid, SIGTERM)
-        #expect(eventually(within: 15) { !processIsAlive(pid) })
+        stopGracefully(pid)
     }
 
     /// A splicing session whose client does not read moves with the bytes
@@ -338,9 +327,7 @@ struct UpgradeTests {
         #expect(daemon.spawned.waitForExit(timeout: 5) == 0, "the old process kept the session")
         #expect(receiveHashed(client, count: floodBytes) == "exact")
         client.finishSending()
-        let pid = daemon.upgradedPIDs[0]
-        kill(pid, SIGTERM)
-        #expect(eventually(within: 15) { !processIsAlive(pid) })
+        stopGracefully(daemon.upgradedPIDs[0])
     }
 
     /// Under a service manager: RELOADING=1 from the old process when the
@@ -372,8 +359,7 @@ struct UpgradeTests {
         #expect(manager.wait { Array($0.dropFirst(before)).contains("READY=1") }, "\(manager.messages)")
         let after = Array(manager.messages.dropFirst(before))
         #expect(after.first?.hasPrefix("RELOADING=1") == true, "\(after)")
-        kill(pid, SIGTERM)
-        #expect(eventually(within: 15) { !processIsAlive(pid) })
+        stopGracefully(pid)
     }
 
     /// A pid-file that cannot be written ends the start, naming it (78: the
@@ -506,8 +492,7 @@ struct UpgradeTests {
         v4.finishSending()
         v6.finishSending()
         #expect(v4.receiveAll() == [] && v6.receiveAll() == [])
-        kill(pid, SIGTERM)
-        #expect(eventually(within: 15) { !processIsAlive(pid) })
+        stopGracefully(pid)
     }
 
     /// Breaks the upgrade with `breakIt`, sends SIGUSR2, and expects the
@@ -635,6 +620,13 @@ final class Streams: Sendable {
         #expect(outcomes.count == count)
         for outcome in outcomes { #expect(outcome.hasSuffix(": exact"), "\(outcome)") }
     }
+}
+
+/// SIGTERM to a process the test did not spawn (an upgrade's new one), and
+/// its exit (bounded) expected.
+func stopGracefully(_ pid: Int32, sourceLocation: SourceLocation = #_sourceLocation) {
+    kill(pid, SIGTERM)
+    #expect(eventually(within: 15) { !processIsAlive(pid) }, "pid \(pid) did not stop", sourceLocation: sourceLocation)
 }
 
 /// The PID a pid-file names, if it names one.

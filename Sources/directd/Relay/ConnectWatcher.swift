@@ -7,26 +7,19 @@ import Glibc
 /// Tells when a connect another process began has finished: an upgrade hands
 /// over sessions still connecting to their upstream, and libuv reports only
 /// the connects it started itself. It watches a duplicate of the socket for
-/// writability, once (beside the TCP handle that owns the socket, as
-/// `SinkWatcher` does: epoll keys a registration by descriptor and open file),
-/// then reports the socket's error: 0 when it connected, else a libuv error.
+/// writability, once (`PolledDuplicate`, beside the TCP handle that owns the
+/// socket), then reports the socket's error: 0 when it connected, else a
+/// libuv error.
 final class ConnectWatcher {
-    private let descriptor: Int32
-    private let poll: UnsafeMutablePointer<uv_poll_t>
+    private var watched: PolledDuplicate!
+    private var descriptor: Int32 { watched.descriptor }
     private var done: ((Int32) -> Void)?
 
     init?(loop: UnsafeMutablePointer<uv_loop_t>, socket: Int32, done: @escaping (Int32) -> Void) {
-        descriptor = fcntl(socket, F_DUPFD_CLOEXEC, 0)
-        guard descriptor >= 0 else { return nil }
-        poll = HandleStorage.allocate(uv_poll_t.self)
-        guard uv_poll_init_socket(loop, poll, descriptor) == 0 else {
-            HandleStorage.discard(poll)
-            Glibc.close(descriptor)
-            return nil
-        }
-        HandleStorage.attach(self, to: poll)
+        guard let watched = PolledDuplicate(loop: loop, socket: socket, owner: self) else { return nil }
+        self.watched = watched
         self.done = done
-        let started = uv_poll_start(poll, Int32(UV_WRITABLE.rawValue | UV_DISCONNECT.rawValue)) { handle, status, _ in
+        let started = uv_poll_start(watched.poll, Int32(UV_WRITABLE.rawValue | UV_DISCONNECT.rawValue)) { handle, status, _ in
             HandleStorage.withOwner(of: handle, as: ConnectWatcher.self) { $0.ready(status) }
         }
         if started != 0 {
@@ -59,7 +52,6 @@ final class ConnectWatcher {
     func close() {
         guard done != nil else { return }
         done = nil
-        HandleStorage.close(poll)
-        Glibc.close(descriptor)
+        watched.close()
     }
 }

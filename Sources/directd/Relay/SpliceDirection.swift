@@ -381,10 +381,9 @@ final class SpliceDirection: RelayDirection {
 }
 
 /// A full sink, watched for room through a duplicate of its descriptor with a
-/// `uv_poll_t` (see `SpliceDirection` for why a duplicate).
+/// `uv_poll_t` (`PolledDuplicate`; see `SpliceDirection` for why a duplicate).
 final class SinkWatcher {
-    private let descriptor: Int32
-    private let poll: UnsafeMutablePointer<uv_poll_t>
+    private var watched: PolledDuplicate!
     /// Cleared at close; the direction outlives its watcher's use (the session
     /// keeps it until the handles' close callbacks).
     private unowned(unsafe) var direction: SpliceDirection?
@@ -392,16 +391,9 @@ final class SinkWatcher {
     private var isClosed = false
 
     init?(loop: UnsafeMutablePointer<uv_loop_t>, descriptor sink: Int32, direction: SpliceDirection) {
-        descriptor = fcntl(sink, F_DUPFD_CLOEXEC, 0)
-        guard descriptor >= 0 else { return nil }
-        poll = HandleStorage.allocate(uv_poll_t.self)
-        guard uv_poll_init_socket(loop, poll, descriptor) == 0 else {
-            HandleStorage.discard(poll)
-            Glibc.close(descriptor)
-            return nil
-        }
+        guard let watched = PolledDuplicate(loop: loop, socket: sink, owner: self) else { return nil }
+        self.watched = watched
         self.direction = direction
-        HandleStorage.attach(self, to: poll)
     }
 
     /// Starts or stops watching for room; nothing when unchanged (each change
@@ -409,8 +401,8 @@ final class SinkWatcher {
     func watch(_ on: Bool) -> UVError? {
         guard on != watching, !isClosed else { return nil }
         watching = on
-        guard on else { return UVError.check(uv_poll_stop(poll)) }
-        return UVError.check(uv_poll_start(poll, Int32(UV_WRITABLE.rawValue)) { handle, status, _ in
+        guard on else { return UVError.check(uv_poll_stop(watched.poll)) }
+        return UVError.check(uv_poll_start(watched.poll, Int32(UV_WRITABLE.rawValue)) { handle, status, _ in
             HandleStorage.withOwner(of: handle, as: SinkWatcher.self) { $0.ready(status) }
         })
     }
@@ -421,19 +413,16 @@ final class SinkWatcher {
             // libuv reports a socket error (EPOLLERR) as UV_EBADF and stops the
             // handle; the socket's own error (a reset, say) is the one to tell.
             watching = false
-            return direction.sinkFailed(SocketEnd.pendingError(descriptor: descriptor) ?? UVError(status))
+            return direction.sinkFailed(SocketEnd.pendingError(descriptor: watched.descriptor) ?? UVError(status))
         }
         direction.pump()
     }
 
-    /// Stops watching and closes the duplicate. `uv_close` takes the
-    /// descriptor out of epoll at once (the handle's memory goes in its close
-    /// callback), so closing the duplicate right after is safe.
+    /// Stops watching and closes the duplicate.
     func close() {
         guard !isClosed else { return }
         isClosed = true
         direction = nil
-        HandleStorage.close(poll)
-        Glibc.close(descriptor)
+        watched.close()
     }
 }
