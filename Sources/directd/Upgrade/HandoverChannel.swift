@@ -32,8 +32,19 @@ struct HandoverChannel {
 
     /// Sends `text` with up to `descriptorsPerMessage` descriptors. The
     /// descriptors stay the caller's (the receiver gets its own copies).
-    /// Returns 0 or an errno.
+    /// Returns 0 or an errno. `blocking` waits for room (at most 10 s) even on
+    /// a descriptor set non-blocking, as the old process's end is.
     func send(_ text: String, descriptors: [Int32] = [], blocking: Bool = false) -> Int32 {
+        for _ in 0..<1000 {
+            let error = sendOnce(text, descriptors: descriptors, blocking: blocking)
+            guard blocking, error == EAGAIN else { return error }
+            var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            _ = poll(&poller, 1, 10)
+        }
+        return EAGAIN
+    }
+
+    private func sendOnce(_ text: String, descriptors: [Int32], blocking: Bool) -> Int32 {
         precondition(descriptors.count <= Self.descriptorsPerMessage)
         var bytes = Array(text.utf8)
         let flags = Int32(MSG_NOSIGNAL) | (blocking ? 0 : Int32(MSG_DONTWAIT))
