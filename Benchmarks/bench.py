@@ -565,15 +565,22 @@ backend upstream
         of the same length with no upgrade, in the same run."""
         s = self.settings
         # 1,000 idle, and as many as the descriptor limit allows up to IDLE_MAX (the memory scenario's).
-        variants = [("1000 idle", 1000, 4)] + ([(f"{s.idle} idle", s.idle, 4)] if s.idle > 1000 else []) \
-            + [("100 busy", 0, 100)]
+        # When the limit holds fewer relayed sessions (two sockets each), IDLE_MAX echoed ones (one
+        # socket each) still fit: that variant moves IDLE_MAX sessions, if not twice the sockets.
+        variants = [("1000 idle", 1000, 4, False)] + ([(f"{s.idle} idle", s.idle, 4, False)] if s.idle > 1000 else []) \
+            + ([(f"{IDLE_MAX} idle echo", IDLE_MAX, 4, True)] if 1000 < s.idle < IDLE_MAX else []) \
+            + [("100 busy", 0, 100, False)]
         for r in range(s.rounds):
-            for variant, idle, probes in variants:
-                def measure(variant=variant, idle=idle, probes=probes):
-                    Proc([self.uvbase, HOST, "24171"], port=24171, nofile=NOFILE)
+            for variant, idle, probes, echo in variants:
+                def measure(variant=variant, idle=idle, probes=probes, echo=echo):
                     pid_file = os.path.join(self.work, "upgrade.pid")
-                    relay = self.start_relay("directd-auto", 24172, 24171,
-                                             extra=["--pid-file", pid_file, "--grace", "120"])
+                    options = ["--pid-file", pid_file, "--grace", "120"]
+                    if echo:
+                        relay = Proc([self.directd, "--bind-interface", HOST, "--port", "24172", "--log-level", "warning",
+                                      "--max-connections", "100000"] + options, port=24172, nofile=NOFILE)
+                    else:
+                        Proc([self.uvbase, HOST, "24171"], port=24171, nofile=NOFILE)
+                        relay = self.start_relay("directd-auto", 24172, 24171, extra=options)
                     holder = self.hold_count(24172, relay, idle, 120) if idle else None
                     try:
                         pinger = PingPong(24172, probes)
@@ -948,7 +955,8 @@ def main():
     print(f"bench: {'quick' if args.quick else 'full'} run, {settings.rounds} round(s), on {machine}")
     if settings.idle < IDLE_MAX and not args.quick:
         print(f"bench: {settings.idle} idle sessions, not {IDLE_MAX}: the descriptor limit is {NOFILE}"
-              + (f"; {NOFILE_SHORT}" if NOFILE_SHORT else ""))
+              + (f"; {NOFILE_SHORT}" if NOFILE_SHORT else "")
+              + f"; the upgrade scenario also moves {IDLE_MAX} echoed sessions (one socket each)")
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="uvbind-bench-") as work:
         bench = Bench(settings, os.path.abspath(args.directd), os.path.abspath(args.bin), work)
